@@ -1,0 +1,303 @@
+"""What every OpenAI-style dialect shares: the SSE → payload driver with its error rules, the
+merge of top-level fields, logprobs arrays, and the splitting of text into streamed pieces.
+
+A dialect module (``chat``, ``completions``, …) provides an ``Aggregator`` subclass of
+``StreamAggregator`` and a ``synthesize_chunks`` function; ``dialects/__init__.py`` registers it.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+from ..errors import MalformedEvent, NotAStream, StreamError, TruncatedStream, UpstreamErrorEvent
+from ..sse import DONE, Event, SSEDecoder, encode_json
+
+# Top-level fields whose first non-empty value wins (later chunks may repeat or blank them).
+IDENTITY_FIELDS = frozenset({"id", "model", "created", "system_fingerprint", "service_tier"})
+# Chunk fields that never reach the aggregated body.
+CHUNK_ONLY_FIELDS = frozenset({"choices", "object", "obfuscation"})
+
+DEFAULT_CHUNK_CHARS = 16
+
+
+def _snippet(data: str | bytes, limit: int = 80) -> str:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return repr(text[:limit] + ("…" if len(text) > limit else ""))
+
+
+class StreamAggregator(ABC):
+    """Turns one upstream SSE body into one non-stream response, incrementally.
+
+    ``feed(bytes)`` any number of times, then ``finish()``: it returns the aggregated response,
+    or raises a ``StreamError`` carrying what was received so far (``.partial``). The first fault
+    stops aggregation; ``error`` tells a caller about it before ``finish``.
+    """
+
+    object_name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.decoder = SSEDecoder()
+        self.done = False  # ``data: [DONE]`` seen
+        self.chunks = 0
+        self.error: StreamError | None = None
+        self.problems: list[str] = []
+        self._head = b""
+        self._top: dict[str, Any] = {}
+
+    # -- driving ------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        if len(self._head) < 80:
+            self._head += data[: 80 - len(self._head)]
+        for ev in self.decoder.feed(data):
+            self.feed_event(ev)
+
+    def feed_events(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            self.feed_event(ev)
+
+    def feed_event(self, ev: Event) -> None:
+        if self.error is not None:
+            return
+        data = ev.data
+        if ev.event == "error":
+            obj = _try_json(data)
+            self._fail(UpstreamErrorEvent, f"upstream sent an error event: {_error_text(obj, data)}", ev, obj)
+            return
+        if data == DONE:
+            self.done = True
+            return
+        if self.done:
+            self.problems.append(f"data after [DONE] ignored at {ev.where()}")
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            self._fail(MalformedEvent, f"data is not valid JSON ({exc}): {_snippet(data)}", ev)
+            return
+        if not isinstance(obj, dict):
+            self._fail(MalformedEvent, f"data is JSON but not an object: {_snippet(data)}", ev)
+            return
+        err = obj.get("error")
+        if err:
+            self._fail(UpstreamErrorEvent, f"upstream sent an error: {_error_text(obj, data)}", ev, err)
+            return
+        self.chunks += 1
+        self._merge_top(obj)
+        self.add_chunk(obj, ev)
+
+    def finish(self) -> dict[str, Any]:
+        """End of the upstream body. Returns the response or raises ``StreamError``."""
+        self.feed_events(self.decoder.close())
+        self.problems.extend(self.decoder.problems)
+        if self.error is not None:
+            raise self.error
+        if not self.done:
+            if self.decoder.events == 0:
+                if self.decoder.total_bytes == 0:
+                    self._fail(TruncatedStream, "upstream body is empty", None)
+                else:
+                    self._fail(
+                        NotAStream,
+                        f"upstream body is not an event stream: no data event in "
+                        f"{self.decoder.total_bytes} bytes, starts with {_snippet(self._head)}",
+                        None,
+                    )
+            else:
+                open_choices = self.unfinished()
+                if open_choices or self.chunks == 0:
+                    what = (
+                        f"choice(s) {', '.join(map(str, open_choices))} without finish_reason"
+                        if open_choices
+                        else "no completion chunk"
+                    )
+                    self._fail(
+                        TruncatedStream,
+                        f"stream ended without [DONE] after {self.decoder.events} events, {what}",
+                        None,
+                    )
+            if self.error is not None:
+                raise self.error
+        return self.build(complete=True)
+
+    def _fail(
+        self, cls: type[StreamError], message: str, ev: Event | None, upstream_error: Any = None
+    ) -> None:
+        self.error = cls(
+            message,
+            event_number=ev.number if ev else None,
+            byte_offset=ev.offset if ev else self.decoder.total_bytes,
+            partial=self.build(complete=False) if self.chunks else None,
+            upstream_error=upstream_error,
+        )
+
+    def _merge_top(self, chunk: dict[str, Any]) -> None:
+        top = self._top
+        for key, value in chunk.items():
+            if key in CHUNK_ONLY_FIELDS:
+                continue
+            if key in IDENTITY_FIELDS:
+                if top.get(key) in (None, ""):
+                    top[key] = value
+            elif isinstance(value, dict) and key != "usage" and isinstance(top.get(key), dict):
+                # provider extras spread over chunks (Groq's x_groq: seed first, usage last)
+                top[key] = {**top[key], **value}
+            elif value is not None or key not in top:
+                top[key] = value
+
+    def build_top(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        top = self._top
+        out: dict[str, Any] = {}
+        for key in ("id",):
+            if key in top:
+                out[key] = top[key]
+        out["object"] = self.object_name
+        for key in ("created", "model"):
+            if key in top:
+                out[key] = top[key]
+        out["choices"] = choices
+        for key, value in top.items():
+            if key not in out:
+                out[key] = value
+        return out
+
+    # -- the dialect's part -----------------------------------------------------------------
+    @abstractmethod
+    def add_chunk(self, chunk: dict[str, Any], ev: Event) -> None:
+        """Merge one parsed chunk (top-level fields are merged already)."""
+
+    @abstractmethod
+    def unfinished(self) -> list[int]:
+        """Indexes of choices that have not received a finish_reason."""
+
+    @abstractmethod
+    def build(self, complete: bool) -> dict[str, Any]:
+        """The non-stream response from everything merged so far."""
+
+
+def _try_json(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _error_text(obj: Any, raw: str) -> str:
+    err = obj.get("error", obj) if isinstance(obj, dict) else None
+    if isinstance(err, dict):
+        msg = err.get("message") or err.get("msg") or err.get("detail")
+        if msg:
+            code = err.get("code") or err.get("type")
+            return f"{msg} ({code})" if code else str(msg)
+    if isinstance(err, str) and err:
+        return err
+    return _snippet(raw, 200)
+
+
+def merge_logprobs(state: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any]:
+    """Append each list of ``incoming`` to ``state``; other values: the last non-null wins."""
+    if state is None:
+        state = {}
+    for key, value in incoming.items():
+        if isinstance(value, list):
+            cur = state.get(key)
+            if isinstance(cur, list):
+                cur.extend(value)
+            else:
+                state[key] = list(value)
+        elif value is not None or key not in state:
+            state[key] = value
+    return state
+
+
+def split_text(text: str, chunk_chars: int) -> list[str]:
+    if chunk_chars <= 0:
+        raise ValueError("chunk_chars must be positive")
+    if not text:
+        return [text]
+    return [text[i : i + chunk_chars] for i in range(0, len(text), chunk_chars)]
+
+
+def pieces_with_tokens(
+    text: str, tokens: list[str] | None, chunk_chars: int
+) -> list[tuple[str, int, int]]:
+    """Split ``text`` into streamed pieces, each with the range of logprob tokens it carries.
+
+    When the tokens spell the text exactly, each piece is one token (as a real stream sends it).
+    Otherwise the text is cut every ``chunk_chars`` characters and each token goes to the piece
+    where it starts; tokens past the end of the text go to the last piece.
+    """
+    if tokens and "".join(tokens) == text:
+        out: list[tuple[str, int, int]] = []
+        for i, tok in enumerate(tokens):
+            if tok == "" and out:
+                txt, a, _ = out[-1]
+                out[-1] = (txt, a, i + 1)
+            else:
+                out.append((tok, i, i + 1))
+        return out
+    parts = split_text(text, chunk_chars)
+    if not tokens:
+        return [(p, 0, 0) for p in parts]
+    ranges: list[tuple[str, int, int]] = []
+    tok_i = 0
+    pos = 0
+    start_of_tok = 0
+    for n, part in enumerate(parts):
+        end = pos + len(part)
+        first = tok_i
+        last_piece = n == len(parts) - 1
+        while tok_i < len(tokens) and (last_piece or start_of_tok < end):
+            start_of_tok += len(tokens[tok_i])
+            tok_i += 1
+        ranges.append((part, first, tok_i))
+        pos = end
+    return ranges
+
+
+def dumps(obj: Any) -> str:
+    """JSON for arguments that an upstream sent parsed instead of as a string."""
+    return encode_json(obj)
+
+
+def chunk_base(resp: dict[str, Any], object_name: str) -> dict[str, Any]:
+    """The fields every synthesized chunk repeats: id, object, created, model, fingerprint."""
+    base: dict[str, Any] = {}
+    if "id" in resp:
+        base["id"] = resp["id"]
+    base["object"] = object_name
+    for key in ("created", "model", "system_fingerprint", "service_tier"):
+        if key in resp:
+            base[key] = resp[key]
+    return base
+
+
+def stream_chunks(
+    resp: dict[str, Any],
+    object_name: str,
+    choice_chunks: Callable[[dict[str, Any]], Iterable[dict[str, Any]]],
+    include_usage: bool,
+) -> Iterator[dict[str, Any]]:
+    """Chunk payloads for ``resp``: each choice's chunks (from ``choice_chunks``) in turn, then a
+    ``choices: []`` usage chunk when the client asked for ``include_usage``. Top-level fields
+    that are not repeated on every chunk (e.g. llama.cpp's ``timings``) ride on the last chunk."""
+    base = chunk_base(resp, object_name)
+    extras = {k: v for k, v in resp.items() if k not in base and k not in ("object", "choices", "usage")}
+    pending: dict[str, Any] | None = None  # the last chunk is held back to carry the extras
+    for choice in resp["choices"]:
+        for c in choice_chunks(choice):
+            if pending is not None:
+                yield pending
+            pending = {**base, "choices": [c]}
+    if include_usage and "usage" in resp:
+        if pending is not None:
+            yield pending
+        pending = {**base, "choices": [], "usage": resp["usage"]}
+    if extras:
+        if pending is None:
+            pending = {**base, "choices": []}
+        pending.update(extras)
+    if pending is not None:
+        yield pending

@@ -1,0 +1,78 @@
+"""Typed errors of the core. Each names what went wrong and where, and carries what was
+aggregated before it went wrong, so that nothing received is lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StreamShimError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+
+class StreamError(StreamShimError):
+    """An upstream stream that cannot be turned into a successful answer.
+
+    ``kind`` is one of ``upstream_error`` (an error event or ``{"error": …}`` payload),
+    ``malformed`` (a ``data:`` line that is not a JSON object), ``truncated`` (the stream ended
+    before every choice finished and without ``[DONE]``) and ``not_sse`` (no event at all).
+    ``partial`` is the response aggregated from everything before the fault (``None`` when
+    nothing arrived); ``upstream_error`` holds the upstream's own error object, if it sent one.
+    """
+
+    kind = "stream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        event_number: int | None = None,
+        byte_offset: int | None = None,
+        partial: dict[str, Any] | None = None,
+        upstream_error: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.event_number = event_number
+        self.byte_offset = byte_offset
+        self.partial = partial
+        self.upstream_error = upstream_error
+
+    def where(self) -> str:
+        if self.event_number is None:
+            return f"byte {self.byte_offset}" if self.byte_offset is not None else "end of stream"
+        return f"event {self.event_number} (byte {self.byte_offset})"
+
+    def to_openai(self) -> dict[str, Any]:
+        """An OpenAI-shaped error body for a client that asked for one JSON answer."""
+        err: dict[str, Any] = {
+            "message": f"streamshim: upstream stream failed at {self.where()}: {self.message}",
+            "type": "upstream_stream_error",
+            "code": self.kind,
+            "param": None,
+        }
+        if self.upstream_error is not None:
+            err["upstream_error"] = self.upstream_error
+        if self.partial is not None:
+            err["partial_response"] = self.partial
+        return {"error": err}
+
+
+class UpstreamErrorEvent(StreamError):
+    kind = "upstream_error"
+
+
+class MalformedEvent(StreamError):
+    kind = "malformed"
+
+
+class TruncatedStream(StreamError):
+    kind = "truncated"
+
+
+class NotAStream(StreamError):
+    kind = "not_sse"
+
+
+class BadResponse(StreamShimError):
+    """A JSON body that is not a completion this dialect can re-emit as a stream."""

@@ -1,0 +1,66 @@
+"""Access to the shared corpus of real recorded streams (../shared/corpus, read-only)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+SKIP_REASON = f"shared corpus not found at {CORPUS} (it sits beside the project in CI and on dev boxes)"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    name: str  # file[#interaction]
+    api: str  # chat / responses / anthropic / ...
+    mode: str  # stream / json
+    status: int
+    request: str  # the request body as recorded
+    body: bytes  # the raw response body
+
+
+def require_corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(SKIP_REASON)
+    return CORPUS
+
+
+@functools.cache
+def _cassette(path: Path) -> list[dict]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["interactions"]
+
+
+@functools.cache
+def recorded(api: str = "chat") -> tuple[Recorded, ...]:
+    """Every recorded interaction of one API: the openai-python bodies and the fantasy cassettes."""
+    if not CORPUS.is_dir():
+        return ()
+    out: list[Recorded] = []
+    if api == "chat":
+        for f in sorted((CORPUS / "openai-python").glob("*.bin")):
+            out.append(Recorded(f"openai-python/{f.name[:12]}", "chat", "stream", 200, "", f.read_bytes()))
+    with (CORPUS / "INDEX.tsv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            if row["api"] != api:
+                continue
+            inter = _cassette(CORPUS / row["file"])[int(row["interaction"])]
+            out.append(
+                Recorded(
+                    name=f"{row['file'].removeprefix('fantasy/')}#{row['interaction']}",
+                    api=api,
+                    mode=row["mode"],
+                    status=int(row["status"]),
+                    request=inter["request"].get("body") or "",
+                    body=inter["response"]["body"].encode("utf-8"),
+                )
+            )
+    return tuple(out)
+
+
+def ids(items: tuple[Recorded, ...]) -> list[str]:
+    return [r.name for r in items]
