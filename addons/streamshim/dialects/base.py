@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 from ..errors import MalformedEvent, NotAStream, StreamError, TruncatedStream, UpstreamErrorEvent
 from ..sse import DONE, Event, SSEDecoder, encode_json
 
-# Top-level fields whose first non-empty value wins (later chunks may repeat or blank them).
+# Top-level fields whose first non-empty (not null, "" or 0) value wins: later chunks repeat them,
+# and Azure's content-filter chunks blank them.
 IDENTITY_FIELDS = frozenset({"id", "model", "created", "system_fingerprint", "service_tier"})
 # Chunk fields that never reach the aggregated body.
 CHUNK_ONLY_FIELDS = frozenset({"choices", "object", "obfuscation"})
@@ -139,7 +140,7 @@ class StreamAggregator(ABC):
             if key in CHUNK_ONLY_FIELDS:
                 continue
             if key in IDENTITY_FIELDS:
-                if top.get(key) in (None, ""):
+                if top.get(key) in (None, "", 0):  # Azure filter chunks: "", 0
                     top[key] = value
             elif isinstance(value, dict) and key != "usage" and isinstance(top.get(key), dict):
                 # provider extras spread over chunks (Groq's x_groq: seed first, usage last)

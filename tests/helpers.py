@@ -1,0 +1,22 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamshim.sse import encode_data
+
+
+def chunk(*choices: dict[str, Any], **top: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    base.update(top)
+    base["choices"] = list(choices)
+    return base
+
+
+def delta(index: int = 0, finish_reason: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"index": index, "delta": fields, "finish_reason": finish_reason}
+
+
+def sse(*chunks: dict[str, Any], done: bool = True) -> bytes:
+    return encode_data(chunks, done=done)

@@ -1,0 +1,203 @@
+"""Chat completions: one chat.completion → SSE chunks, and the exact round trip."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamshim import aggregate, synthesize
+from streamshim.dialects import chat
+from streamshim.errors import BadResponse
+from streamshim.sse import SSEDecoder
+
+RESP: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-x",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Let me check the weather.",
+                "reasoning_content": "User wants weather.",
+                "tool_calls": [
+                    {"id": "call_a", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}},
+                    {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+                ],
+            },
+            "logprobs": None,
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+    "system_fingerprint": "fp_x",
+}
+
+
+def events(body: bytes) -> list[dict[str, Any] | str]:
+    dec = SSEDecoder()
+    out: list[dict[str, Any] | str] = []
+    for ev in [*dec.feed(body), *dec.close()]:
+        out.append(ev.data if ev.data == "[DONE]" else json.loads(ev.data))
+    assert dec.problems == []
+    return out
+
+
+def deltas(body: bytes) -> list[dict[str, Any]]:
+    return [c["choices"][0]["delta"] for c in events(body)[:-1] if isinstance(c, dict) and c["choices"]]
+
+
+def test_chunk_order_and_framing() -> None:
+    body = synthesize(RESP, include_usage=True, chunk_chars=8)
+    evs = events(body)
+    assert evs[-1] == "[DONE]" and body.endswith(b"\n\ndata: [DONE]\n\n")
+    chunks = evs[:-1]
+    for c in chunks:
+        assert c["object"] == "chat.completion.chunk"
+        assert (c["id"], c["created"], c["model"], c["system_fingerprint"]) == (
+            "chatcmpl-1", 1700000000, "gpt-x", "fp_x")
+    ds = deltas(body)
+    assert ds[0] == {"role": "assistant"}
+    kinds = [next(iter(d), "finish") for d in ds]
+    # role, reasoning before content, then tool calls, then the finish chunk
+    assert kinds[1] == "reasoning_content"
+    assert kinds.index("content") > max(i for i, k in enumerate(kinds) if k == "reasoning_content")
+    assert kinds.index("tool_calls") > max(i for i, k in enumerate(kinds) if k == "content")
+    assert all(len(d.get("content", "")) <= 8 for d in ds)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls" and ds[-1] == {}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == RESP["usage"]
+
+
+def test_tool_call_first_delta_carries_id_name_and_first_argument_piece() -> None:
+    calls = [d["tool_calls"][0] for d in deltas(synthesize(RESP, chunk_chars=8)) if "tool_calls" in d]
+    assert calls[0] == {"index": 0, "id": "call_a", "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":'}}
+    assert all(set(c) == {"index", "function"} and set(c["function"]) == {"arguments"} for c in calls[1:5])
+    # never a placeholder such as "{}" that parses before the real arguments arrive
+    second = [c for c in calls if c["index"] == 1]
+    assert second == [{"index": 1, "id": "call_b", "type": "function",
+                       "function": {"name": "get_time", "arguments": "{}"}}]
+    assert "".join(c["function"]["arguments"] for c in calls if c["index"] == 0) == \
+        RESP["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+
+
+def test_usage_chunk_only_when_asked() -> None:
+    no_usage = events(synthesize(RESP))
+    assert all("usage" not in c for c in no_usage[:-1])
+    assert aggregate(synthesize(RESP, include_usage=True)) == RESP
+
+
+def test_logprobs_attached_to_their_content_pieces() -> None:
+    toks = ["Hel", "lo", " wor", "ld"]
+    lp = {"content": [{"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": []} for t in toks],
+          "refusal": None}
+    resp = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"},
+                         "logprobs": lp, "finish_reason": "stop"}]}
+    chunks = [c for c in events(synthesize(resp))[:-1]]
+    content_chunks = [c["choices"][0] for c in chunks if "content" in c["choices"][0]["delta"]]
+    # the tokens spell the content: one token per chunk, each with its own logprob
+    assert [(c["delta"]["content"], [e["token"] for e in c["logprobs"]["content"]]) for c in content_chunks] == [
+        (t, [t]) for t in toks]
+    assert aggregate(synthesize(resp)) == resp
+
+
+def test_n_choices_refusal_and_function_call() -> None:
+    resp = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I can't help."},
+         "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": None,
+                                 "function_call": {"name": "f", "arguments": '{"q": "long argument"}'}},
+         "finish_reason": "function_call"}]}
+    body = synthesize(resp, chunk_chars=5)
+    idx = [c["choices"][0]["index"] for c in events(body)[:-1]]
+    assert set(idx) == {0, 1}
+    assert aggregate(body) == resp
+
+
+def test_extras_survive_the_round_trip() -> None:
+    resp = {**RESP, "timings": {"predicted_n": 4}, "service_tier": "default"}
+    resp["choices"] = [{**RESP["choices"][0], "stop_reason": None}]
+    assert aggregate(synthesize(resp, include_usage=True)) == resp
+
+
+def test_bad_response_is_named() -> None:
+    with pytest.raises(BadResponse, match="no 'choices'"):
+        synthesize({"object": "chat.completion"}, "chat")
+    with pytest.raises(BadResponse, match=r"choices\[0\] has no 'message'"):
+        synthesize({"choices": [{"text": "x"}]}, "chat")
+
+
+# -- the round trip, over generated completions --------------------------------------------------
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_token = st.fixed_dictionaries({
+    "token": st.text(max_size=4), "logprob": st.floats(-20, 0),
+    "bytes": st.one_of(st.none(), st.lists(st.integers(0, 255), max_size=4)), "top_logprobs": st.just([]),
+})
+
+
+@st.composite
+def _tool_call(draw: st.DrawFn) -> dict[str, Any]:
+    args = draw(st.one_of(_text, st.dictionaries(st.text(max_size=5), st.integers()).map(json.dumps)))
+    return {"id": draw(st.text("abc_0123", min_size=1, max_size=10)), "type": "function",
+            "function": {"name": draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True)), "arguments": args}}
+
+
+@st.composite
+def _choice(draw: st.DrawFn, index: int) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(st.none(), _text))}
+    if draw(st.booleans()):
+        message[draw(st.sampled_from(["reasoning_content", "reasoning"]))] = draw(_text)
+    if draw(st.booleans()):
+        message["refusal"] = draw(st.one_of(st.none(), _text))
+    calls = draw(st.lists(_tool_call(), max_size=3))
+    if calls:
+        message["tool_calls"] = calls
+    choice: dict[str, Any] = {"index": index, "message": message}
+    if draw(st.booleans()):
+        if draw(st.booleans()):
+            choice["logprobs"] = None
+        else:
+            content = message["content"] or ""
+            toks = draw(st.one_of(st.just(None), st.lists(_token, max_size=6)))
+            if toks is None and content:  # tokens that spell the content, as real servers send
+                cuts = sorted(draw(st.lists(st.integers(0, len(content)), max_size=5)))
+                bounds = [0, *cuts, len(content)]
+                toks = [{"token": content[a:b], "logprob": -1.0, "bytes": None, "top_logprobs": []}
+                        for a, b in zip(bounds, bounds[1:], strict=False)]
+            choice["logprobs"] = {"content": toks or [], "refusal": None}
+    choice["finish_reason"] = draw(st.sampled_from(["tool_calls" if calls else "stop", "length", "stop"]))
+    return choice
+
+
+@st.composite
+def completions(draw: st.DrawFn) -> dict[str, Any]:
+    n = draw(st.integers(1, 3))
+    resp: dict[str, Any] = {
+        "id": draw(st.text(min_size=1, max_size=12)),
+        "object": "chat.completion",
+        "created": draw(st.integers(1, 2**31)),
+        "model": draw(st.text(min_size=1, max_size=12)),
+        "choices": [draw(_choice(i)) for i in range(n)],
+    }
+    if draw(st.booleans()):
+        resp["usage"] = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    if draw(st.booleans()):
+        resp["system_fingerprint"] = draw(st.one_of(st.none(), st.text(max_size=8)))
+    return resp
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resp=completions(), chunk_chars=st.integers(1, 12))
+def test_round_trip_is_exact(resp: dict[str, Any], chunk_chars: int) -> None:
+    body = synthesize(resp, include_usage=True, chunk_chars=chunk_chars)
+    assert aggregate(body) == resp
+    assert aggregate(body, chat) == resp
