@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from helpers import chunk, delta, sse
-
 from streamshim import aggregate
 from streamshim.errors import MalformedEvent, NotAStream, StreamError, TruncatedStream, UpstreamErrorEvent
 
@@ -54,8 +53,11 @@ def test_n_choices_in_any_order_starting_with_index_1() -> None:
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_reasoning_kept_under_the_upstream_name(field: str) -> None:
-    body = sse(chunk(delta(role="assistant", **{field: "think"})), chunk(delta(**{field: "ing"})),
-               chunk(delta(content="ok", finish_reason="stop")))
+    body = sse(
+        chunk(delta(role="assistant", **{field: "think"})),
+        chunk(delta(**{field: "ing"})),
+        chunk(delta(content="ok", finish_reason="stop")),
+    )
     m = msg(aggregate(body))
     assert m[field] == "thinking" and m["content"] == "ok"
     other = "reasoning" if field == "reasoning_content" else "reasoning_content"
@@ -64,9 +66,19 @@ def test_reasoning_kept_under_the_upstream_name(field: str) -> None:
 
 def test_refusal_with_logprobs_arrays_appended() -> None:
     lp1 = {"content": None, "refusal": [{"token": "I", "logprob": -0.1, "bytes": [73], "top_logprobs": []}]}
-    lp2 = {"content": None, "refusal": [{"token": " can't", "logprob": -0.2, "bytes": None, "top_logprobs": []}]}
+    lp2 = {
+        "content": None,
+        "refusal": [{"token": " can't", "logprob": -0.2, "bytes": None, "top_logprobs": []}],
+    }
     body = sse(
-        chunk({"index": 0, "delta": {"role": "assistant", "refusal": ""}, "logprobs": None, "finish_reason": None}),
+        chunk(
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "refusal": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ),
         chunk({"index": 0, "delta": {"refusal": "I"}, "logprobs": lp1, "finish_reason": None}),
         chunk({"index": 0, "delta": {"refusal": " can't"}, "logprobs": lp2, "finish_reason": None}),
         chunk({"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}),
@@ -82,8 +94,13 @@ def test_content_logprobs_appended() -> None:
     def lp(tok: str) -> dict:
         return {"content": [{"token": tok, "logprob": -1.0, "bytes": list(tok.encode()), "top_logprobs": []}]}
 
-    body = sse(*(chunk({"index": 0, "delta": {"content": t}, "logprobs": lp(t), "finish_reason": None})
-                 for t in ["a", "b", "c"]), chunk(delta(finish_reason="stop")))
+    body = sse(
+        *(
+            chunk({"index": 0, "delta": {"content": t}, "logprobs": lp(t), "finish_reason": None})
+            for t in ["a", "b", "c"]
+        ),
+        chunk(delta(finish_reason="stop")),
+    )
     c = aggregate(body)["choices"][0]
     assert [t["token"] for t in c["logprobs"]["content"]] == ["a", "b", "c"]
 
@@ -99,15 +116,23 @@ def _call(index: int | None = None, **kw: object) -> dict:
 
 def test_tool_calls_merged_by_index_with_id_type_name_once() -> None:
     body = sse(
-        chunk(delta(role="assistant", tool_calls=[_call(0, id="call_1", type="function", name="get_weather",
-                                                         arguments="")])),
+        chunk(
+            delta(
+                role="assistant",
+                tool_calls=[_call(0, id="call_1", type="function", name="get_weather", arguments="")],
+            )
+        ),
         chunk(delta(tool_calls=[_call(0, arguments='{"city"')])),
         chunk(delta(tool_calls=[_call(0, arguments=':"Paris"}')])),
         chunk(delta(finish_reason="tool_calls")),
     )
     m = msg(aggregate(body))
     assert m["tool_calls"] == [
-        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }
     ]
     assert m["content"] is None
 
@@ -118,20 +143,33 @@ def test_llama_cpp_python_repeats_id_and_name_in_every_delta() -> None:
     pieces = ['{"ci', 'ty": "', 'Paris"}']
     body = sse(
         chunk(delta(role="assistant", content=None)),
-        *(chunk(delta(tool_calls=[_call(0, id="call_0", type="function", name="weather", arguments=p)],
-                      function_call={"name": "weather", "arguments": p})) for p in pieces),
+        *(
+            chunk(
+                delta(
+                    tool_calls=[_call(0, id="call_0", type="function", name="weather", arguments=p)],
+                    function_call={"name": "weather", "arguments": p},
+                )
+            )
+            for p in pieces
+        ),
         chunk(delta(finish_reason="tool_calls")),
     )
     m = msg(aggregate(body))
     assert m["tool_calls"] == [
-        {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+        {
+            "id": "call_0",
+            "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+        }
     ]
     assert m["function_call"] == {"name": "weather", "arguments": '{"city": "Paris"}'}
 
 
 def test_parallel_tool_calls_and_sparse_index() -> None:
     body = sse(
-        chunk(delta(role="assistant", tool_calls=[_call(1, id="b", type="function", name="g", arguments="{")])),
+        chunk(
+            delta(role="assistant", tool_calls=[_call(1, id="b", type="function", name="g", arguments="{")])
+        ),
         chunk(delta(tool_calls=[_call(2, id="c", type="function", name="h", arguments="{}")])),
         chunk(delta(tool_calls=[_call(1, arguments="}")])),
         chunk(delta(finish_reason="tool_calls")),
@@ -166,20 +204,36 @@ def test_legacy_function_call_alone() -> None:
 
 
 def test_annotations_arriving_in_several_deltas_are_appended() -> None:
-    a1 = {"type": "url_citation", "url_citation": {"url": "https://a.example", "start_index": 0, "end_index": 3}}
-    a2 = {"type": "url_citation", "url_citation": {"url": "https://b.example", "start_index": 4, "end_index": 7}}
-    body = sse(chunk(delta(content="abc", annotations=[a1])), chunk(delta(content=" def", annotations=[a2])),
-               chunk(delta(finish_reason="stop")))
+    a1 = {
+        "type": "url_citation",
+        "url_citation": {"url": "https://a.example", "start_index": 0, "end_index": 3},
+    }
+    a2 = {
+        "type": "url_citation",
+        "url_citation": {"url": "https://b.example", "start_index": 4, "end_index": 7},
+    }
+    body = sse(
+        chunk(delta(content="abc", annotations=[a1])),
+        chunk(delta(content=" def", annotations=[a2])),
+        chunk(delta(finish_reason="stop")),
+    )
     assert msg(aggregate(body))["annotations"] == [a1, a2]
 
 
 def test_audio_data_and_transcript_concatenated_other_fields_once() -> None:
     body = sse(
-        chunk(delta(role="assistant", audio={"id": "au_1", "data": "AAA", "transcript": "he", "expires_at": 99})),
+        chunk(
+            delta(role="assistant", audio={"id": "au_1", "data": "AAA", "transcript": "he", "expires_at": 99})
+        ),
         chunk(delta(audio={"data": "BBB", "transcript": "llo", "expires_at": 99})),
         chunk(delta(finish_reason="stop")),
     )
-    assert msg(aggregate(body))["audio"] == {"id": "au_1", "data": "AAABBB", "transcript": "hello", "expires_at": 99}
+    assert msg(aggregate(body))["audio"] == {
+        "id": "au_1",
+        "data": "AAABBB",
+        "transcript": "hello",
+        "expires_at": 99,
+    }
 
 
 def test_usage_from_final_empty_choices_chunk() -> None:
@@ -191,24 +245,46 @@ def test_usage_from_final_empty_choices_chunk() -> None:
 def test_vllm_cumulative_usage_last_wins() -> None:
     body = sse(
         chunk(delta(content="a"), usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}),
-        chunk(delta(content="b", finish_reason="stop"),
-              usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
+        chunk(
+            delta(content="b", finish_reason="stop"),
+            usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        ),
     )
     assert aggregate(body)["usage"]["completion_tokens"] == 2
 
 
 def test_identity_fields_from_first_non_empty_value_azure_filter_chunk() -> None:
-    azure_first = {"id": "", "object": "", "created": 0, "model": "",
-                   "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}], "choices": []}
+    azure_first = {
+        "id": "",
+        "object": "",
+        "created": 0,
+        "model": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+        "choices": [],
+    }
     body = sse(
         azure_first,
-        chunk(delta(role="assistant", content="hi"), id="chatcmpl-9", model="gpt-4o", created=7,
-              service_tier="default"),
-        chunk({"index": 0, "delta": {}, "finish_reason": "stop", "content_filter_results": {"hate": {}}},
-              id="chatcmpl-9", model="gpt-4o", created=7),
+        chunk(
+            delta(role="assistant", content="hi"),
+            id="chatcmpl-9",
+            model="gpt-4o",
+            created=7,
+            service_tier="default",
+        ),
+        chunk(
+            {"index": 0, "delta": {}, "finish_reason": "stop", "content_filter_results": {"hate": {}}},
+            id="chatcmpl-9",
+            model="gpt-4o",
+            created=7,
+        ),
     )
     out = aggregate(body)
-    assert (out["id"], out["model"], out["created"], out["service_tier"]) == ("chatcmpl-9", "gpt-4o", 7, "default")
+    assert (out["id"], out["model"], out["created"], out["service_tier"]) == (
+        "chatcmpl-9",
+        "gpt-4o",
+        7,
+        "default",
+    )
     assert out["prompt_filter_results"] == [{"prompt_index": 0, "content_filter_results": {}}]
     assert out["choices"][0]["content_filter_results"] == {"hate": {}}
     assert out["object"] == "chat.completion"
@@ -217,8 +293,12 @@ def test_identity_fields_from_first_non_empty_value_azure_filter_chunk() -> None
 def test_provider_extras_and_obfuscation() -> None:
     body = sse(
         chunk(delta(role="assistant", content="x"), obfuscation="abc", x_groq={"id": "req_1", "seed": 4}),
-        chunk(delta(finish_reason="stop"), obfuscation="defg", timings={"predicted_n": 3},
-              x_groq={"id": "req_1", "usage": {"total_tokens": 9}}),
+        chunk(
+            delta(finish_reason="stop"),
+            obfuscation="defg",
+            timings={"predicted_n": 3},
+            x_groq={"id": "req_1", "usage": {"total_tokens": 9}},
+        ),
     )
     out = aggregate(body)
     assert "obfuscation" not in out
@@ -230,7 +310,9 @@ def test_reasoning_details_merged_by_index_and_type() -> None:
     body = sse(
         chunk(delta(reasoning_details=[{"type": "reasoning.text", "text": "a", "format": "f", "index": 0}])),
         chunk(delta(reasoning_details=[{"type": "reasoning.text", "text": "b", "format": "f", "index": 0}])),
-        chunk(delta(reasoning_details=[{"type": "reasoning.encrypted", "data": "Z", "format": "f", "index": 0}])),
+        chunk(
+            delta(reasoning_details=[{"type": "reasoning.encrypted", "data": "Z", "format": "f", "index": 0}])
+        ),
         chunk(delta(content="ok", finish_reason="stop")),
     )
     assert msg(aggregate(body))["reasoning_details"] == [
@@ -243,8 +325,13 @@ def test_reasoning_details_merged_by_index_and_type() -> None:
 
 
 def test_explicit_finish_reason_kept() -> None:
-    body = sse(chunk(delta(tool_calls=[_call(0, id="a", type="function", name="f", arguments="{}")],
-                           finish_reason="stop")))
+    body = sse(
+        chunk(
+            delta(
+                tool_calls=[_call(0, id="a", type="function", name="f", arguments="{}")], finish_reason="stop"
+            )
+        )
+    )
     assert aggregate(body)["choices"][0]["finish_reason"] == "stop"
 
 
@@ -256,8 +343,12 @@ def test_missing_finish_reason_after_done() -> None:
 
 
 def test_all_choices_finished_without_done_is_complete() -> None:
-    assert aggregate(sse(chunk(delta(content="x", finish_reason="stop")), done=False))["choices"][0][
-        "message"]["content"] == "x"
+    assert (
+        aggregate(sse(chunk(delta(content="x", finish_reason="stop")), done=False))["choices"][0]["message"][
+            "content"
+        ]
+        == "x"
+    )
 
 
 def test_stream_without_done_or_finish_reason_is_truncated_with_partial() -> None:
@@ -282,7 +373,7 @@ def test_error_payload_mid_stream() -> None:
 
 
 def test_event_error_type() -> None:
-    body = sse(chunk(delta(content="ab"))) .replace(b"data: [DONE]", b'event: error\ndata: {"message":"boom"}')
+    body = sse(chunk(delta(content="ab"))).replace(b"data: [DONE]", b'event: error\ndata: {"message":"boom"}')
     with pytest.raises(UpstreamErrorEvent) as ei:
         aggregate(body)
     assert "boom" in ei.value.message and ei.value.event_number == 2
@@ -300,7 +391,7 @@ def test_malformed_json_is_a_typed_error_with_position() -> None:
 
 
 def test_html_body_is_not_a_stream() -> None:
-    with pytest.raises(NotAStream, match="not an event stream.*<html>"):
+    with pytest.raises(NotAStream, match=r"not an event stream.*<html>"):
         aggregate(b"<html><body>502 Bad Gateway</body></html>")
     with pytest.raises(TruncatedStream, match="empty"):
         aggregate(b"")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from streamshim import aggregate, synthesize
 from streamshim.dialects import chat
 from streamshim.errors import BadResponse
@@ -27,8 +27,14 @@ RESP: dict[str, Any] = {
                 "content": "Let me check the weather.",
                 "reasoning_content": "User wants weather.",
                 "tool_calls": [
-                    {"id": "call_a", "type": "function",
-                     "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}},
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": '{"city": "Paris", "unit": "celsius"}',
+                        },
+                    },
                     {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
                 ],
             },
@@ -62,7 +68,11 @@ def test_chunk_order_and_framing() -> None:
     for c in chunks:
         assert c["object"] == "chat.completion.chunk"
         assert (c["id"], c["created"], c["model"], c["system_fingerprint"]) == (
-            "chatcmpl-1", 1700000000, "gpt-x", "fp_x")
+            "chatcmpl-1",
+            1700000000,
+            "gpt-x",
+            "fp_x",
+        )
     ds = deltas(body)
     assert ds[0] == {"role": "assistant"}
     kinds = [next(iter(d), "finish") for d in ds]
@@ -77,15 +87,22 @@ def test_chunk_order_and_framing() -> None:
 
 def test_tool_call_first_delta_carries_id_name_and_first_argument_piece() -> None:
     calls = [d["tool_calls"][0] for d in deltas(synthesize(RESP, chunk_chars=8)) if "tool_calls" in d]
-    assert calls[0] == {"index": 0, "id": "call_a", "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city":'}}
+    assert calls[0] == {
+        "index": 0,
+        "id": "call_a",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":'},
+    }
     assert all(set(c) == {"index", "function"} and set(c["function"]) == {"arguments"} for c in calls[1:5])
     # never a placeholder such as "{}" that parses before the real arguments arrive
     second = [c for c in calls if c["index"] == 1]
-    assert second == [{"index": 1, "id": "call_b", "type": "function",
-                       "function": {"name": "get_time", "arguments": "{}"}}]
-    assert "".join(c["function"]["arguments"] for c in calls if c["index"] == 0) == \
-        RESP["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert second == [
+        {"index": 1, "id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    ]
+    assert (
+        "".join(c["function"]["arguments"] for c in calls if c["index"] == 0)
+        == RESP["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    )
 
 
 def test_usage_chunk_only_when_asked() -> None:
@@ -96,26 +113,58 @@ def test_usage_chunk_only_when_asked() -> None:
 
 def test_logprobs_attached_to_their_content_pieces() -> None:
     toks = ["Hel", "lo", " wor", "ld"]
-    lp = {"content": [{"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": []} for t in toks],
-          "refusal": None}
-    resp = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"},
-                         "logprobs": lp, "finish_reason": "stop"}]}
+    lp = {
+        "content": [
+            {"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": []} for t in toks
+        ],
+        "refusal": None,
+    }
+    resp = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello world"},
+                "logprobs": lp,
+                "finish_reason": "stop",
+            }
+        ],
+    }
     chunks = [c for c in events(synthesize(resp))[:-1]]
     content_chunks = [c["choices"][0] for c in chunks if "content" in c["choices"][0]["delta"]]
     # the tokens spell the content: one token per chunk, each with its own logprob
-    assert [(c["delta"]["content"], [e["token"] for e in c["logprobs"]["content"]]) for c in content_chunks] == [
-        (t, [t]) for t in toks]
+    assert [
+        (c["delta"]["content"], [e["token"] for e in c["logprobs"]["content"]]) for c in content_chunks
+    ] == [(t, [t]) for t in toks]
     assert aggregate(synthesize(resp)) == resp
 
 
 def test_n_choices_refusal_and_function_call() -> None:
-    resp = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I can't help."},
-         "finish_reason": "stop"},
-        {"index": 1, "message": {"role": "assistant", "content": None,
-                                 "function_call": {"name": "f", "arguments": '{"q": "long argument"}'}},
-         "finish_reason": "function_call"}]}
+    resp = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": "I can't help."},
+                "finish_reason": "stop",
+            },
+            {
+                "index": 1,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "f", "arguments": '{"q": "long argument"}'},
+                },
+                "finish_reason": "function_call",
+            },
+        ],
+    }
     body = synthesize(resp, chunk_chars=5)
     idx = [c["choices"][0]["index"] for c in events(body)[:-1]]
     assert set(idx) == {0, 1}
@@ -138,17 +187,24 @@ def test_bad_response_is_named() -> None:
 # -- the round trip, over generated completions --------------------------------------------------
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
-_token = st.fixed_dictionaries({
-    "token": st.text(max_size=4), "logprob": st.floats(-20, 0),
-    "bytes": st.one_of(st.none(), st.lists(st.integers(0, 255), max_size=4)), "top_logprobs": st.just([]),
-})
+_token = st.fixed_dictionaries(
+    {
+        "token": st.text(max_size=4),
+        "logprob": st.floats(-20, 0),
+        "bytes": st.one_of(st.none(), st.lists(st.integers(0, 255), max_size=4)),
+        "top_logprobs": st.just([]),
+    }
+)
 
 
 @st.composite
 def _tool_call(draw: st.DrawFn) -> dict[str, Any]:
     args = draw(st.one_of(_text, st.dictionaries(st.text(max_size=5), st.integers()).map(json.dumps)))
-    return {"id": draw(st.text("abc_0123", min_size=1, max_size=10)), "type": "function",
-            "function": {"name": draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True)), "arguments": args}}
+    return {
+        "id": draw(st.text("abc_0123", min_size=1, max_size=10)),
+        "type": "function",
+        "function": {"name": draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True)), "arguments": args},
+    }
 
 
 @st.composite
@@ -171,8 +227,10 @@ def _choice(draw: st.DrawFn, index: int) -> dict[str, Any]:
             if toks is None and content:  # tokens that spell the content, as real servers send
                 cuts = sorted(draw(st.lists(st.integers(0, len(content)), max_size=5)))
                 bounds = [0, *cuts, len(content)]
-                toks = [{"token": content[a:b], "logprob": -1.0, "bytes": None, "top_logprobs": []}
-                        for a, b in zip(bounds, bounds[1:], strict=False)]
+                toks = [
+                    {"token": content[a:b], "logprob": -1.0, "bytes": None, "top_logprobs": []}
+                    for a, b in pairwise(bounds)
+                ]
             choice["logprobs"] = {"content": toks or [], "refusal": None}
     choice["finish_reason"] = draw(st.sampled_from(["tool_calls" if calls else "stop", "length", "stop"]))
     return choice

@@ -3,36 +3,63 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from streamshim import aggregate, dialects, synthesize
 from streamshim.errors import TruncatedStream
 from streamshim.sse import encode_data
 
 
 def tc(text: str, index: int = 0, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
-    return {"id": "cmpl-1", "object": "text_completion", "created": 5, "model": "davinci-002",
-            "choices": [{"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}]}
+    return {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 5,
+        "model": "davinci-002",
+        "choices": [{"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}],
+    }
 
 
 def test_aggregate_text_and_legacy_logprobs() -> None:
-    lp1 = {"tokens": ["He", "llo"], "token_logprobs": [-0.1, -0.2],
-           "top_logprobs": [{"He": -0.1}, {"llo": -0.2}], "text_offset": [0, 2]}
+    lp1 = {
+        "tokens": ["He", "llo"],
+        "token_logprobs": [-0.1, -0.2],
+        "top_logprobs": [{"He": -0.1}, {"llo": -0.2}],
+        "text_offset": [0, 2],
+    }
     lp2 = {"tokens": ["!"], "token_logprobs": [-0.3], "top_logprobs": [{"!": -0.3}], "text_offset": [5]}
     usage = {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
-    body = encode_data([tc("Hello", logprobs=lp1), tc("!", logprobs=lp2, finish="length"),
-                        {**tc(""), "choices": [], "usage": usage}])
+    body = encode_data(
+        [
+            tc("Hello", logprobs=lp1),
+            tc("!", logprobs=lp2, finish="length"),
+            {**tc(""), "choices": [], "usage": usage},
+        ]
+    )
     out = aggregate(body)
     assert dialects.detect(json.loads(body.split(b"\n")[0][6:])) is dialects.completions
     assert out == {
-        "id": "cmpl-1", "object": "text_completion", "created": 5, "model": "davinci-002",
-        "choices": [{"text": "Hello!", "index": 0, "finish_reason": "length", "logprobs": {
-            "tokens": ["He", "llo", "!"], "token_logprobs": [-0.1, -0.2, -0.3],
-            "top_logprobs": [{"He": -0.1}, {"llo": -0.2}, {"!": -0.3}], "text_offset": [0, 2, 5]}}],
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 5,
+        "model": "davinci-002",
+        "choices": [
+            {
+                "text": "Hello!",
+                "index": 0,
+                "finish_reason": "length",
+                "logprobs": {
+                    "tokens": ["He", "llo", "!"],
+                    "token_logprobs": [-0.1, -0.2, -0.3],
+                    "top_logprobs": [{"He": -0.1}, {"llo": -0.2}, {"!": -0.3}],
+                    "text_offset": [0, 2, 5],
+                },
+            }
+        ],
         "usage": usage,
     }
 
@@ -45,10 +72,25 @@ def test_n_choices_and_truncation() -> None:
 
 
 def test_synthesize_slices_logprobs_with_the_text() -> None:
-    resp = {"id": "cmpl-2", "object": "text_completion", "created": 5, "model": "m", "choices": [
-        {"text": "Hello world", "index": 0, "finish_reason": "stop",
-         "logprobs": {"tokens": ["Hello", " world"], "token_logprobs": [-1.0, -2.0],
-                      "top_logprobs": [None, None], "text_offset": [0, 5]}}]}
+    resp = {
+        "id": "cmpl-2",
+        "object": "text_completion",
+        "created": 5,
+        "model": "m",
+        "choices": [
+            {
+                "text": "Hello world",
+                "index": 0,
+                "finish_reason": "stop",
+                "logprobs": {
+                    "tokens": ["Hello", " world"],
+                    "token_logprobs": [-1.0, -2.0],
+                    "top_logprobs": [None, None],
+                    "text_offset": [0, 5],
+                },
+            }
+        ],
+    }
     body = synthesize(resp)
     dec = [json.loads(line[6:]) for line in body.split(b"\n\n") if line.startswith(b"data: {")]
     pieces = [(c["choices"][0]["text"], (c["choices"][0]["logprobs"] or {}).get("tokens")) for c in dec]
@@ -69,11 +111,15 @@ def text_completions(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=4)))
             bounds = [0, *cuts, len(text)]
-            toks = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+            toks = [text[a:b] for a, b in pairwise(bounds)]
             if draw(st.booleans()):
                 toks = draw(st.lists(st.text(max_size=3), max_size=4))  # tokens that don't spell it
-            c["logprobs"] = {"tokens": toks, "token_logprobs": [-1.0] * len(toks),
-                             "top_logprobs": [None] * len(toks), "text_offset": list(range(len(toks)))}
+            c["logprobs"] = {
+                "tokens": toks,
+                "token_logprobs": [-1.0] * len(toks),
+                "top_logprobs": [None] * len(toks),
+                "text_offset": list(range(len(toks))),
+            }
         else:
             c["logprobs"] = None
         c["finish_reason"] = draw(st.sampled_from(["stop", "length"]))

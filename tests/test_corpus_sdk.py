@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from corpus import Recorded, ids, recorded, require_corpus
-
 from streamshim import aggregate, synthesize
 from streamshim.dialects import chat
 from streamshim.sse import SSEDecoder
@@ -75,12 +74,18 @@ def diffs(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
 
 
 def _deltas(chunks: list[dict[str, Any]], choice: int) -> list[dict[str, Any]]:
-    return [c.get("delta") or {} for ch in chunks for c in ch.get("choices") or [] if c.get("index", 0) == choice]
+    return [
+        c.get("delta") or {} for ch in chunks for c in ch.get("choices") or [] if c.get("index", 0) == choice
+    ]
 
 
 def _choice_values(chunks: list[dict[str, Any]], choice: int, key: str) -> list[Any]:
-    return [c[key] for ch in chunks for c in ch.get("choices") or []
-            if c.get("index", 0) == choice and c.get(key) is not None]
+    return [
+        c[key]
+        for ch in chunks
+        for c in ch.get("choices") or []
+        if c.get("index", 0) == choice and c.get(key) is not None
+    ]
 
 
 def explain(path: str, ours: Any, sdk: Any, chunks: list[dict[str, Any]]) -> str | None:
@@ -89,9 +94,13 @@ def explain(path: str, ours: Any, sdk: Any, chunks: list[dict[str, Any]]) -> str
         roles = [d["role"] for d in _deltas(chunks, int(m[1])) if d.get("role")]
         if len(roles) > 1 and sdk == "".join(roles) and ours == roles[0]:
             return "role repeated in every chunk is concatenated"
-    if m := re.fullmatch(r"\.choices\[(\d+)\]\.message\.tool_calls\[(\d+)\]\.(id|function\.name)", path):
-        if isinstance(sdk, str) and len(sdk) > len(ours) and sdk == ours * (len(sdk) // len(ours)):
-            return "tool-call id/name repeated in every delta is concatenated"
+    if (
+        re.fullmatch(r"\.choices\[(\d+)\]\.message\.tool_calls\[(\d+)\]\.(id|function\.name)", path)
+        and isinstance(sdk, str)
+        and len(sdk) > len(ours)
+        and sdk == ours * (len(sdk) // len(ours))
+    ):
+        return "tool-call id/name repeated in every delta is concatenated"
     if m := re.fullmatch(r"\.(id|model|created)", path):
         first_good = next(c[m[1]] for c in chunks if c.get(m[1]) not in (None, "", 0))
         if sdk in ("", 0, "<absent>") and ours == first_good:
@@ -110,11 +119,17 @@ def explain(path: str, ours: Any, sdk: Any, chunks: list[dict[str, Any]]) -> str
         values = _choice_values(chunks, int(m[1]), m[2])
         if sdk == "<absent>" and values and ours == values[-1]:
             return "choice-level provider fields are dropped"
-    if m := re.fullmatch(r"\.choices\[(\d+)\]\.message\.reasoning_details\[(\d+)\]\.(format|type|id)", path):
-        if isinstance(sdk, str) and len(sdk) > len(ours) and sdk.replace(ours, "") == "":
-            return "string fields of indexed list items (reasoning_details) are concatenated"
+    if (
+        re.fullmatch(r"\.choices\[(\d+)\]\.message\.reasoning_details\[(\d+)\]\.(format|type|id)", path)
+        and isinstance(sdk, str)
+        and len(sdk) > len(ours)
+        and sdk.replace(ours, "") == ""
+    ):
+        return "string fields of indexed list items (reasoning_details) are concatenated"
     if m := re.fullmatch(r"\.choices\[(\d+)\]\.message\.reasoning_details", path):
-        types = {d2.get("type") for d in _deltas(chunks, int(m[1])) for d2 in d.get("reasoning_details") or []}
+        types = {
+            d2.get("type") for d in _deltas(chunks, int(m[1])) for d2 in d.get("reasoning_details") or []
+        }
         if len(types) > 1 and len(ours) == len(types):
             return "reasoning_details items of another type at the same index are merged into one"
     return None
@@ -130,8 +145,9 @@ def _get(obj: Any, dotted: str) -> Any:
 
 RAISING_QUIRKS: dict[str, Callable[[dict[str, Any]], bool]] = {
     # quirk → the check that our answer is right in that case
-    "finish_reason 'length' raises LengthFinishReasonError (a parse-mode feature)":
-        lambda ours: any(c["finish_reason"] == "length" for c in ours["choices"]),
+    "finish_reason 'length' raises LengthFinishReasonError (a parse-mode feature)": lambda ours: any(
+        c["finish_reason"] == "length" for c in ours["choices"]
+    ),
 }
 
 

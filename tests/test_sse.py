@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from streamshim.sse import DONE_BYTES, Event, SSEDecoder, encode_data, encode_event
 
 
@@ -107,7 +106,9 @@ def test_encoder_openai_framing() -> None:
 
 _field_lines = st.lists(
     st.one_of(
-        st.builds(lambda s: b"data: " + s, st.binary(max_size=8).filter(lambda b: b"\r" not in b and b"\n" not in b)),
+        st.builds(
+            lambda s: b"data: " + s, st.binary(max_size=8).filter(lambda b: b"\r" not in b and b"\n" not in b)
+        ),
         st.just(b": comment"),
         st.just(b"event: error"),
         st.just(b""),

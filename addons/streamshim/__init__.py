@@ -27,6 +27,7 @@ __all__ = [
     "StreamError",
     "StreamShimError",
     "aggregate",
+    "aggregate_with_problems",
     "aggregator_for",
     "detect_stream_dialect",
     "synthesize",
@@ -55,11 +56,18 @@ def aggregator_for(api: str | ModuleType) -> StreamAggregator:
 
 def aggregate(body: bytes, api: str | ModuleType | None = None) -> dict[str, Any]:
     """One SSE body → the non-stream response. Raises ``StreamError`` (with ``.partial``)."""
+    return aggregate_with_problems(body, api)[0]
+
+
+def aggregate_with_problems(
+    body: bytes, api: str | ModuleType | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """``aggregate``, plus what was accepted but not well-formed (e.g. a missing final blank line)."""
     if api is None:
         api = detect_stream_dialect(body) or dialects.chat
     agg = aggregator_for(api)
     agg.feed(body)
-    return agg.finish()
+    return agg.finish(), agg.problems
 
 
 def synthesize(

@@ -112,11 +112,7 @@ class SSEDecoder:
         for raw in lines:
             start = offset
             offset += len(raw)
-            if raw.endswith(b"\r\n"):
-                line = raw[:-2]
-            else:
-                line = raw[:-1]
-            ev = self._line(line, start)
+            ev = self._line(raw[:-2] if raw.endswith(b"\r\n") else raw[:-1], start)
             if ev is not None:
                 out.append(ev)
         self._line_offset = offset
@@ -164,12 +160,10 @@ class SSEDecoder:
             self._event_type = value.decode("utf-8", "replace")
         elif name == b"data":  # "data" without a colon: an empty data line
             self._data.append("")
-        elif name == b"id":
-            if b"\0" not in value:
-                self._last_id = value.decode("utf-8", "replace")
-        elif name == b"retry":
-            if value.isdigit():
-                self._retry = int(value)
+        elif name == b"id" and b"\0" not in value:
+            self._last_id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():
+            self._retry = int(value)
         # any other field name is ignored, as the spec says
         return None
 

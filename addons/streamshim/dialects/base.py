@@ -47,6 +47,7 @@ class StreamAggregator(ABC):
         self.problems: list[str] = []
         self._head = b""
         self._top: dict[str, Any] = {}
+        self._closing = False
 
     # -- driving ------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -76,7 +77,10 @@ class StreamAggregator(ABC):
         try:
             obj = json.loads(data)
         except ValueError as exc:
-            self._fail(MalformedEvent, f"data is not valid JSON ({exc}): {_snippet(data)}", ev)
+            if self._closing:  # the body ended inside this event's JSON: a cut, not bad JSON
+                self._fail(TruncatedStream, f"stream ended in the middle of an event: {_snippet(data)}", ev)
+            else:
+                self._fail(MalformedEvent, f"data is not valid JSON ({exc}): {_snippet(data)}", ev)
             return
         if not isinstance(obj, dict):
             self._fail(MalformedEvent, f"data is JSON but not an object: {_snippet(data)}", ev)
@@ -91,6 +95,7 @@ class StreamAggregator(ABC):
 
     def finish(self) -> dict[str, Any]:
         """End of the upstream body. Returns the response or raises ``StreamError``."""
+        self._closing = True
         self.feed_events(self.decoder.close())
         self.problems.extend(self.decoder.problems)
         if self.error is not None:
@@ -221,9 +226,7 @@ def split_text(text: str, chunk_chars: int) -> list[str]:
     return [text[i : i + chunk_chars] for i in range(0, len(text), chunk_chars)]
 
 
-def pieces_with_tokens(
-    text: str, tokens: list[str] | None, chunk_chars: int
-) -> list[tuple[str, int, int]]:
+def pieces_with_tokens(text: str, tokens: list[str] | None, chunk_chars: int) -> list[tuple[str, int, int]]:
     """Split ``text`` into streamed pieces, each with the range of logprob tokens it carries.
 
     When the tokens spell the text exactly, each piece is one token (as a real stream sends it).
