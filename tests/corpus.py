@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+_DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(os.environ.get("STREAMSHIM_CORPUS") or _DEFAULT_CORPUS)
 SKIP_REASON = f"shared corpus not found at {CORPUS} (it sits beside the project in CI and on dev boxes)"
 
 

@@ -20,9 +20,22 @@ suite() {
     "$venv/bin/python" -m pytest -m "not fuzz" "$@"
 }
 
+# A Python >= 3.12 for the mitmproxy 12 line: on PATH, or installed by pyenv but not selected.
+find_py312() {
+    local c
+    for c in python3.12 python3.13 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3; do
+        if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null
+        then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
 suite python3 .venv "test,server" "$@"
-if python3.12 -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-    suite python3.12 .venv-mitm12 "test" "$@"
+if py312=$(find_py312); then
+    suite "$py312" .venv-mitm12 "test" "$@"
 else
-    echo "== python3.12 not found: the mitmproxy 12 line is not tested on this machine"
+    echo "== no Python >= 3.12 found: the mitmproxy 12 line is not tested on this machine"
 fi

@@ -295,6 +295,25 @@ class Aggregator(StreamAggregator):
         return self.build_top(choices)
 
 
+def promote_tool_calls(resp: dict[str, Any]) -> int:
+    """Move tool calls found in a later choice into ``choices[0]`` when it has none (some servers
+    put them in choice 1+, and clients read only choice 0). Returns the index they came from,
+    0 when nothing moved."""
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or len(choices) < 2:
+        return 0
+    first = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(first, dict) or first.get("tool_calls"):
+        return 0
+    for i, choice in enumerate(choices[1:], start=1):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and message.get("tool_calls"):
+            first["tool_calls"] = message.pop("tool_calls")
+            choices[0]["finish_reason"] = "tool_calls"
+            return i
+    return 0
+
+
 def merge_list(cur: Any, items: list[Any]) -> list[Any]:
     """Append the items of a list-valued delta field (e.g. ``annotations``). Items that carry an
     integer ``index`` (OpenRouter's ``reasoning_details``) continue the item with the same index

@@ -1,0 +1,535 @@
+"""The mitmproxy layer: moves bytes and flags between mitmproxy's hooks and the sans-IO core.
+
+The rule of the product: the client always gets what it asked for; a host-matched rule decides
+what the upstream is asked for. The response path is chosen from what actually arrived:
+
+=================  =================  ==========================================================
+client asked for   upstream sent      what happens
+=================  =================  ==========================================================
+stream             SSE                live passthrough (``flow.response.stream`` callable)
+stream             JSON               synthesized SSE (``response`` hook)
+JSON               SSE                aggregated JSON (``response`` hook; or, with ``keepalive``,
+                                      a stream callable that sends a space per upstream chunk)
+JSON               JSON               untouched (optionally ``promote_tool_calls``)
+any                non-2xx            passed on with its status and body
+=================  =================  ==========================================================
+
+Per-flow state lives in ``flow.metadata["streamshim"]`` (saved with the flow) and in the closures
+of stream callables; the addon object holds only options and the loaded rules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from mitmproxy import command, ctx, exceptions, http
+
+from . import dialects
+from .dialects import chat
+from .errors import BadResponse, StreamError
+from .passthrough import Passthrough, stream_decoder
+from .rules import Rule, RulesError, RuleSet, load_rules
+from .sse import encode_data
+
+log = logging.getLogger("streamshim")
+
+META = "streamshim"
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
+RELOAD_CHECK_SECONDS = 1.0
+MARK_OK = ":default:"
+MARK_PROBLEM = ":warning:"
+
+StreamCallable = Callable[[bytes], bytes | Iterable[bytes]]
+
+
+class StreamShim:
+    def __init__(self) -> None:
+        self.rules = RuleSet()
+        self._rules_path: str = ""
+        self._last_check = 0.0
+        self._startup_error: str | None = None
+        self._running = False
+
+    # -- options and rules ------------------------------------------------------------------
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "streamshim_rules",
+            str,
+            str(SHIPPED_RULES) if SHIPPED_RULES.is_file() else "",
+            "Path of the streamshim rules file (YAML). Ordered rules, first match wins; each decides "
+            "what the upstream is asked for: stream, json or as-requested. Reloaded when it changes. "
+            "Empty: no rules (SSE still streams through, nothing is rewritten).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "streamshim_rules" in updated:
+            self._rules_path = ctx.options.streamshim_rules
+            try:
+                self.rules = self._load()
+            except RulesError as exc:
+                if not self._running:
+                    self._startup_error = str(exc)
+                raise exceptions.OptionsError(str(exc)) from None
+            self._startup_error = None
+            log.info("streamshim: %d rule(s) from %s", len(self.rules.rules), self.rules.source)
+
+    def running(self) -> None:
+        self._running = True
+        if self._startup_error:
+            log.error("streamshim: cannot start: %s", self._startup_error)
+            ctx.master.shutdown()
+
+    def _load(self) -> RuleSet:
+        if not self._rules_path:
+            return RuleSet()
+        return load_rules(self._rules_path)
+
+    @command.command("streamshim.reload")
+    def reload(self) -> None:
+        """Reload the rules file now. A bad file is reported and the last good rules stay."""
+        self._reload(force=True)
+
+    def _reload(self, force: bool = False) -> None:
+        if not self._rules_path:
+            return
+        try:
+            mtime = os.stat(self._rules_path).st_mtime
+        except OSError as exc:
+            if force or self.rules.mtime is not None:
+                log.warning(
+                    "streamshim: rules file %s is unreadable (%s); keeping the last good rules",
+                    self._rules_path,
+                    exc.strerror,
+                )
+                self.rules = RuleSet(self.rules.rules, self.rules.source, None)
+            return
+        if not force and mtime == self.rules.mtime:
+            return
+        try:
+            self.rules = self._load()
+        except RulesError as exc:
+            log.error("streamshim: %s; keeping the last good rules", exc)
+            self.rules = RuleSet(self.rules.rules, self.rules.source, mtime)  # report once per change
+            return
+        log.info("streamshim: reloaded %d rule(s) from %s", len(self.rules.rules), self._rules_path)
+
+    # -- request ----------------------------------------------------------------------------
+    def request(self, flow: http.HTTPFlow) -> None:
+        now = time.monotonic()
+        if now - self._last_check >= RELOAD_CHECK_SECONDS:
+            self._last_check = now
+            self._reload()
+        req = flow.request
+        if req.method != "POST":
+            return
+        dialect = dialects.for_path(req.path)
+        if dialect is None:
+            return
+        try:
+            body = json.loads(req.get_content() or b"")
+        except ValueError:
+            log.debug("streamshim: %s %s: body is not JSON, passed through", req.method, req.pretty_url)
+            return
+        if not isinstance(body, dict):
+            log.debug("streamshim: %s: body is not a JSON object, passed through", req.pretty_url)
+            return
+        stream = body.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            log.debug("streamshim: %s: 'stream' is %r, not a boolean: passed through", req.pretty_url, stream)
+            return
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        listen_port = _listen_port(flow)
+        rule = self.rules.match(req.host, req.port, req.path, listen_port, model)
+        so = body.get("stream_options")
+        client_usage = bool(stream and isinstance(so, dict) and so.get("include_usage") is True)
+        state: dict[str, Any] = {
+            "rule": rule.name if rule else None,
+            "api": dialect.NAME,
+            "client_stream": stream,
+            "client_include_usage": client_usage,
+            "injected_usage": False,
+            "asked": rule.upstream if rule else "as-requested",
+        }
+        changed = False
+        if rule is not None and rule.upstream == "stream":
+            if not stream:
+                body["stream"] = True
+                changed = True
+            if not client_usage:
+                body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
+                state["injected_usage"] = changed = True
+            req.headers["accept-encoding"] = "identity"
+        elif rule is not None and rule.upstream == "json" and stream:
+            body["stream"] = False
+            body.pop("stream_options", None)  # OpenAI rejects stream_options without stream
+            changed = True
+        if changed:
+            state["client_request"] = req.get_content()
+            req.content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        flow.metadata[META] = state
+
+    # -- response ---------------------------------------------------------------------------
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        resp = flow.response
+        assert resp is not None
+        state = flow.metadata.get(META)
+        is_sse = _is_sse(resp.headers.get("content-type", ""))
+        if state is None:
+            if is_sse:  # every SSE response streams, matched by a rule or not
+                resp.stream = self._passthrough(flow, {"mode": "passthrough"}, drop_usage=False)
+            return
+        rule = self.rules_by_name(state["rule"])
+        if not 200 <= resp.status_code < 300:
+            state["mode"] = "upstream-error"
+            if is_sse:
+                resp.stream = self._passthrough(flow, state, drop_usage=False)
+            return
+        if is_sse and state["client_stream"]:
+            state["mode"] = "passthrough"
+            resp.stream = self._passthrough(flow, state, drop_usage=state["injected_usage"])
+        elif is_sse:
+            state["mode"] = "aggregate"
+            if rule is not None and rule.keepalive:
+                resp.stream = self._keepalive_aggregate(flow, state)
+        elif state["client_stream"]:
+            state["mode"] = "synthesize"
+        else:
+            state["mode"] = "untouched"
+
+    def rules_by_name(self, name: str | None) -> Rule | None:
+        return next((r for r in self.rules.rules if r.name == name), None) if name else None
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = flow.metadata.get(META)
+        resp = flow.response
+        if state is None or resp is None:
+            return
+        mode = state.get("mode")
+        if callable(resp.stream):
+            return  # streamed: the callable finished the flow (see _finish)
+        if resp.stream:
+            _comment(
+                flow,
+                state,
+                f"{mode}: switched to streaming by mitmproxy (stream_large_bodies); not converted",
+                problem=True,
+            )
+            return
+        if mode == "synthesize":
+            self._synthesize(flow, state)
+        elif mode == "aggregate":
+            self._aggregate(flow, state)
+        elif mode == "untouched":
+            self._untouched(flow, state)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state = flow.metadata.get(META)
+        if state is None or flow.error is None:
+            return
+        state["error"] = flow.error.msg
+        _comment(flow, state, f"{state.get('mode', 'request')}: flow failed: {flow.error.msg}", problem=True)
+
+    # -- the paths --------------------------------------------------------------------------
+    def _passthrough(self, flow: http.HTTPFlow, state: dict[str, Any], drop_usage: bool) -> StreamCallable:
+        resp = flow.response
+        assert resp is not None
+        encoding = resp.headers.get("content-encoding", "")
+        decode = stream_decoder(encoding) if encoding else None
+        if encoding and decode is not None:
+            del resp.headers["content-encoding"]  # the client gets the decoded stream
+        elif encoding:  # unknown encoding: forward as is, without inspection or filtering
+            drop_usage = False
+        pt = Passthrough(drop_usage=drop_usage)
+        keep = bytearray()
+        sent = bytearray() if (drop_usage or decode) else keep
+        shim = self
+
+        def stream(data: bytes) -> bytes | Iterable[bytes]:
+            if data:
+                keep.extend(data)
+                try:
+                    plain = decode(data) if decode else data
+                except Exception as exc:  # corrupt compression mid-stream
+                    pt.errors.append(f"cannot decode {encoding} body: {exc}")
+                    return []
+                out = pt.feed(plain)
+                if sent is not keep:
+                    sent.extend(out)
+                return out if out else []
+            tail = b""
+            if decode is not None:
+                try:
+                    tail = pt.feed(decode(b""))
+                except Exception as exc:
+                    pt.errors.append(f"cannot decode {encoding} body: {exc}")
+            tail += pt.close()
+            if sent is not keep:
+                sent.extend(tail)
+            shim._finish_passthrough(flow, state, pt, keep, sent)
+            return tail if tail else []
+
+        return stream
+
+    def _finish_passthrough(
+        self, flow: http.HTTPFlow, state: dict[str, Any], pt: Passthrough, keep: bytearray, sent: bytearray
+    ) -> None:
+        resp = flow.response
+        assert resp is not None
+        if sent is not keep:
+            state["upstream_response"] = bytes(keep)
+        if resp.raw_content is None:
+            resp.content = bytes(sent)  # visible in mitmweb and -w files on mitmproxy 11 too
+        extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
+        _comment(
+            flow,
+            state,
+            f"SSE passthrough: {pt.events} events, {pt.bytes_in} B in, {pt.bytes_out} B out{extra}; "
+            f"{pt.summary()}",
+            problem=not pt.complete(),
+        )
+
+    def _keepalive_aggregate(self, flow: http.HTTPFlow, state: dict[str, Any]) -> StreamCallable:
+        resp = flow.response
+        assert resp is not None
+        decode = stream_decoder(resp.headers.get("content-encoding", ""))
+        agg = _dialect(state).Aggregator()
+        keep = bytearray()
+        resp.headers["content-type"] = "application/json"
+        for h in ("content-length", "content-encoding"):
+            resp.headers.pop(h, None)
+
+        def stream(data: bytes) -> bytes | Iterable[bytes]:
+            if data:
+                keep.extend(data)
+                try:
+                    agg.feed(decode(data) if decode else data)
+                except Exception as exc:
+                    agg.problems.append(f"cannot decode body: {exc}")
+                return b" "  # leading whitespace is valid JSON: keeps idle-timeout gateways happy
+            if decode is not None:
+                agg.feed(decode(b""))
+            state["upstream_response"] = bytes(keep)
+            try:
+                result: dict[str, Any] = agg.finish()
+                body = _json_bytes(result)
+                _comment(
+                    flow, state, f"SSE→JSON (keepalive): {agg.chunks} chunks, {len(keep)} B → {len(body)} B"
+                )
+            except StreamError as exc:
+                body = _json_bytes(exc.to_openai())
+                _comment(
+                    flow,
+                    state,
+                    f"SSE→JSON (keepalive): {exc.kind} at {exc.where()}: {exc.message}; "
+                    "status was already 200, error sent in the body",
+                    problem=True,
+                )
+            resp.content = body
+            return body
+
+        return stream
+
+    def _aggregate(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
+        resp = flow.response
+        assert resp is not None
+        content = _decoded(flow, state)
+        if content is None:
+            return
+        kind = _sniff(content)
+        if kind == "json":  # labelled SSE but a JSON body: already what the client wants
+            _set_body(resp, content, "application/json")
+            _comment(flow, state, "JSON untouched (upstream ignored the stream flag)")
+            return
+        agg = _dialect(state).Aggregator()
+        agg.feed(content)
+        state["upstream_response"] = resp.raw_content
+        try:
+            result = agg.finish()
+        except StreamError as exc:
+            _fail(
+                flow, state, exc.to_openai(), f"SSE→JSON failed: {exc.kind} at {exc.where()}: {exc.message}"
+            )
+            return
+        body = _json_bytes(result)
+        _set_body(resp, body, "application/json")
+        warn = f"; {'; '.join(agg.problems)}" if agg.problems else ""
+        _comment(flow, state, f"SSE→JSON: {agg.chunks} chunks, {len(content)} B → {len(body)} B{warn}")
+
+    def _synthesize(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
+        resp = flow.response
+        assert resp is not None
+        content = _decoded(flow, state)
+        if content is None:
+            return
+        kind = _sniff(content)
+        if kind == "sse":  # mislabelled SSE: already what the client wants
+            _set_body(resp, content, "text/event-stream", stream_headers=True)
+            _comment(flow, state, "SSE untouched (upstream labelled it as another type)")
+            return
+        if kind != "json":
+            _fail_other(flow, state, content)
+            return
+        obj = json.loads(content)
+        rule = self.rules_by_name(state["rule"])
+        state["upstream_response"] = resp.raw_content
+        try:
+            sse = _dialect(state, obj).synthesize_chunks(
+                obj,
+                include_usage=state["client_include_usage"],
+                chunk_chars=rule.chunk_chars if rule else chat.DEFAULT_CHUNK_CHARS,
+            )
+            body = encode_data(sse)
+        except BadResponse as exc:
+            _fail(
+                flow,
+                state,
+                _openai_error(f"upstream JSON is not a completion: {exc}", "bad_response"),
+                f"JSON→SSE failed: {exc}",
+            )
+            return
+        _set_body(resp, body, "text/event-stream; charset=utf-8", stream_headers=True, http1=_is_http1(flow))
+        _comment(
+            flow, state, f"JSON→SSE: {body.count(b'data: ') - 1} chunks, {len(content)} B → {len(body)} B"
+        )
+
+    def _untouched(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
+        rule = self.rules_by_name(state["rule"])
+        if rule is None or not rule.promote_tool_calls or state["api"] != chat.NAME:
+            return
+        content = _decoded(flow, state, fail=False)
+        if content is None or _sniff(content) != "json":
+            return
+        obj = json.loads(content)
+        moved = chat.promote_tool_calls(obj)
+        if moved:
+            state["upstream_response"] = flow.response.raw_content if flow.response else None
+            _set_body(flow.response, _json_bytes(obj), "application/json")
+            _comment(flow, state, f"JSON: tool calls promoted from choice {moved} into choice 0")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _listen_port(flow: http.HTTPFlow) -> int | None:
+    sockname = flow.client_conn.sockname
+    try:
+        return int(sockname[1])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
+def _is_sse(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+def _is_http1(flow: http.HTTPFlow) -> bool:
+    return flow.request.http_version.startswith("HTTP/1")
+
+
+def _dialect(state: dict[str, Any], payload: Any = None) -> ModuleType:
+    found = dialects.detect(payload) if payload is not None else None
+    return found or dialects.get(state["api"])
+
+
+def _sniff(content: bytes) -> str:
+    head = content[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith((b"{", b"[")):
+        return "json"
+    if head.startswith((b"data:", b":", b"event:", b"id:", b"retry:")):
+        return "sse"
+    if not head:
+        return "empty"
+    return "other"
+
+
+def _decoded(flow: http.HTTPFlow, state: dict[str, Any], fail: bool = True) -> bytes | None:
+    resp = flow.response
+    assert resp is not None
+    try:
+        return resp.get_content(strict=True) or b""
+    except ValueError as exc:
+        if fail:
+            enc = resp.headers.get("content-encoding", "?")
+            _fail(
+                flow,
+                state,
+                _openai_error(f"upstream body could not be decoded ({enc}): {exc}", "bad_encoding"),
+                f"{state.get('mode')}: cannot decode {enc} body: {exc}",
+            )
+        return None
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+def _openai_error(message: str, code: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"streamshim: {message}",
+            "type": "upstream_stream_error",
+            "code": code,
+            "param": None,
+        }
+    }
+
+
+def _set_body(
+    resp: http.Response | None,
+    body: bytes,
+    content_type: str,
+    stream_headers: bool = False,
+    http1: bool = False,
+) -> None:
+    assert resp is not None
+    for h in ("content-encoding", "transfer-encoding", "content-length"):
+        resp.headers.pop(h, None)
+    resp.headers["content-type"] = content_type
+    if stream_headers:
+        resp.headers["cache-control"] = "no-cache"
+        if http1:
+            # no content-length on a synthesized stream: chunked, as a live stream would be
+            resp.headers["transfer-encoding"] = "chunked"
+    resp.content = body
+
+
+def _fail(flow: http.HTTPFlow, state: dict[str, Any], error_body: dict[str, Any], comment: str) -> None:
+    resp = flow.response
+    assert resp is not None
+    state["upstream_response"] = resp.raw_content
+    state["upstream_status"] = resp.status_code
+    resp.status_code = 502
+    resp.reason = "Bad Gateway"
+    _set_body(resp, _json_bytes(error_body), "application/json")
+    _comment(flow, state, comment, problem=True)
+
+
+def _fail_other(flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
+    resp = flow.response
+    assert resp is not None
+    ctype = resp.headers.get("content-type", "no content-type")
+    what = "an empty body" if not content else f"{ctype}, neither SSE nor JSON: {content[:80]!r}"
+    _fail(
+        flow,
+        state,
+        _openai_error(f"upstream answered {resp.status_code} with {what}", "bad_response"),
+        f"{state.get('mode')}: upstream sent {what}",
+    )
+
+
+def _comment(flow: http.HTTPFlow, state: dict[str, Any], text: str, problem: bool = False) -> None:
+    rule = state.get("rule")
+    line = f"streamshim [{rule or 'no rule'}] {text}"
+    state["summary"] = text
+    flow.comment = line
+    flow.marked = MARK_PROBLEM if problem else MARK_OK
+    (log.warning if problem else log.info)("%s %s: %s", flow.request.method, flow.request.pretty_url, line)
