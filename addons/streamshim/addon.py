@@ -56,6 +56,9 @@ class StreamShim:
         self._last_check = 0.0
         self._startup_error: str | None = None
         self._running = False
+        # flow.id -> finisher of a live stream callable, so that a flow that ends in `error`
+        # (client or upstream gone mid-stream) is still recorded; removed on either end
+        self._live: dict[str, Callable[[str | None], None]] = {}
 
     # -- options and rules ------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -232,11 +235,16 @@ class StreamShim:
             self._untouched(flow, state)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        state = flow.metadata.get(META)
-        if state is None or flow.error is None:
+        msg = flow.error.msg if flow.error else "unknown error"
+        finish = self._live.pop(flow.id, None)
+        if finish is not None:
+            finish(msg)
             return
-        state["error"] = flow.error.msg
-        _comment(flow, state, f"{state.get('mode', 'request')}: flow failed: {flow.error.msg}", problem=True)
+        state = flow.metadata.get(META)
+        if state is None:
+            return
+        state["error"] = msg
+        _comment(flow, state, f"{state.get('mode', 'request')}: flow failed: {msg}", problem=True)
 
     # -- the paths --------------------------------------------------------------------------
     def _passthrough(self, flow: http.HTTPFlow, state: dict[str, Any], drop_usage: bool) -> StreamCallable:
@@ -251,7 +259,7 @@ class StreamShim:
         pt = Passthrough(drop_usage=drop_usage)
         keep = bytearray()
         sent = bytearray() if (drop_usage or decode) else keep
-        shim = self
+        live = self._live
 
         def stream(data: bytes) -> bytes | Iterable[bytes]:
             if data:
@@ -274,28 +282,27 @@ class StreamShim:
             tail += pt.close()
             if sent is not keep:
                 sent.extend(tail)
-            shim._finish_passthrough(flow, state, pt, keep, sent)
+            live.pop(flow.id, None)
+            finish(None)
             return tail if tail else []
 
-        return stream
+        def finish(error: str | None) -> None:
+            if sent is not keep:
+                state["upstream_response"] = bytes(keep)
+            if resp.raw_content is None:
+                resp.content = bytes(sent)  # visible in mitmweb and -w files on mitmproxy 11 too
+            extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
+            text = f"SSE passthrough: {pt.events} events, {pt.bytes_in} B in, {pt.bytes_out} B out{extra}; "
+            if error is None:
+                _comment(flow, state, text + pt.summary(), problem=not pt.complete())
+            elif pt.done:
+                _comment(flow, state, text + f"connection closed after [DONE] ({error})")
+            else:
+                state["error"] = error
+                _comment(flow, state, text + f"broken: {error}", problem=True)
 
-    def _finish_passthrough(
-        self, flow: http.HTTPFlow, state: dict[str, Any], pt: Passthrough, keep: bytearray, sent: bytearray
-    ) -> None:
-        resp = flow.response
-        assert resp is not None
-        if sent is not keep:
-            state["upstream_response"] = bytes(keep)
-        if resp.raw_content is None:
-            resp.content = bytes(sent)  # visible in mitmweb and -w files on mitmproxy 11 too
-        extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
-        _comment(
-            flow,
-            state,
-            f"SSE passthrough: {pt.events} events, {pt.bytes_in} B in, {pt.bytes_out} B out{extra}; "
-            f"{pt.summary()}",
-            problem=not pt.complete(),
-        )
+        live[flow.id] = finish
+        return stream
 
     def _keepalive_aggregate(self, flow: http.HTTPFlow, state: dict[str, Any]) -> StreamCallable:
         resp = flow.response
@@ -402,17 +409,28 @@ class StreamShim:
         )
 
     def _untouched(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
+        """A JSON client and a non-SSE 2xx: check it is JSON; optionally promote tool calls."""
+        resp = flow.response
+        assert resp is not None
+        content = _decoded(flow, state)
+        if content is None:
+            return
+        kind = _sniff(content)
+        if kind == "sse":  # SSE labelled as something else
+            state["mode"] = "aggregate"
+            self._aggregate(flow, state)
+            return
+        if kind != "json":
+            _fail_other(flow, state, content)
+            return
         rule = self.rules_by_name(state["rule"])
         if rule is None or not rule.promote_tool_calls or state["api"] != chat.NAME:
-            return
-        content = _decoded(flow, state, fail=False)
-        if content is None or _sniff(content) != "json":
             return
         obj = json.loads(content)
         moved = chat.promote_tool_calls(obj)
         if moved:
-            state["upstream_response"] = flow.response.raw_content if flow.response else None
-            _set_body(flow.response, _json_bytes(obj), "application/json")
+            state["upstream_response"] = resp.raw_content
+            _set_body(resp, _json_bytes(obj), "application/json")
             _comment(flow, state, f"JSON: tool calls promoted from choice {moved} into choice 0")
 
 

@@ -1,0 +1,112 @@
+"""A real ``mitmdump -s addons/streamshim.py`` subprocess in reverse mode on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from fault_upstream import wait_port
+from mitmproxy import http, io
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDON = ROOT / "addons" / "streamshim.py"
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all held open until all are chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+class Mitmdump:
+    """``listeners``: label → upstream URL; each label gets a port (``ports[label]``), and the rules
+    text may use ``{label}`` placeholders for those ports."""
+
+    def __init__(self, workdir: Path, listeners: dict[str, str], rules: str, *extra: str) -> None:
+        self.workdir = workdir
+        self.ports = dict(zip(listeners, free_ports(len(listeners)), strict=True))
+        self.listeners = listeners
+        self.rules_path = workdir / "rules.yaml"
+        self.rules_path.write_text(rules.format(**self.ports))
+        self.flows_path = workdir / "flows.mitm"
+        self.log_path = workdir / "mitmdump.log"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, label: str) -> str:
+        return f"http://127.0.0.1:{self.ports[label]}"
+
+    def start(self) -> Mitmdump:
+        args = [
+            str(MITMDUMP),
+            "-s",
+            str(ADDON),
+            "--listen-host",
+            "127.0.0.1",
+            "-w",
+            str(self.flows_path),
+            "--set",
+            f"streamshim_rules={self.rules_path}",
+            *self.extra,
+        ]
+        for label, upstream in self.listeners.items():
+            args += ["--mode", f"reverse:{upstream}@{self.ports[label]}"]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        try:
+            for port in self.ports.values():
+                wait_port("127.0.0.1", port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"mitmdump did not start:\n{self.log()}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def flows(self, wait_for: int = 0, timeout: float = 10.0) -> list[http.HTTPFlow]:
+        """The flows mitmdump has written so far (``-w``), waiting for at least ``wait_for``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            flows = list(read_flows(self.flows_path))
+            if len(flows) >= wait_for or time.monotonic() > deadline:
+                return flows
+            time.sleep(0.05)
+
+
+def read_flows(path: Path) -> Iterator[http.HTTPFlow]:
+    if not path.exists():
+        return
+    with path.open("rb") as fh:
+        try:
+            for f in io.FlowReader(fh).stream():
+                if isinstance(f, http.HTTPFlow):
+                    yield f
+        except Exception:  # a flow being written right now: stop at the last complete one
+            return

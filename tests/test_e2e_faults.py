@@ -1,0 +1,325 @@
+"""End to end: a real mitmdump with the addon, in front of the fault upstream, driven by raw HTTP
+(where headers and bytes matter) and by the real openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fault_upstream import CONTENT, TOOL_ARGS, USAGE, FaultUpstream, chat_chunks
+from proxy import Mitmdump
+from streamshim import aggregate
+from streamshim.sse import encode_data
+
+pytestmark = pytest.mark.e2e
+TEXT = "".join(CONTENT)
+
+
+def post(shim: Mitmdump, label: str, model: str, stream: bool | None = None, **body: Any) -> httpx.Response:
+    payload: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hi"}], **body}
+    if stream is not None:
+        payload["stream"] = stream
+    return httpx.post(f"{shim.url(label)}/v1/chat/completions", json=payload, timeout=30)
+
+
+def sse_text(body: bytes) -> str:
+    return aggregate(body)["choices"][0]["message"]["content"]
+
+
+# -- the four directions ---------------------------------------------------------------------
+
+
+def test_forced_stream_aggregated_for_a_json_client(shim: Mitmdump, fault: FaultUpstream) -> None:
+    r = post(shim, "stream", "sse", stream=False)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert int(r.headers["content-length"]) == len(r.content)
+    out = r.json()
+    assert out["object"] == "chat.completion"
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": TEXT}
+    assert out["choices"][0]["finish_reason"] == "stop"
+    assert out["usage"] == USAGE
+    sent = fault.last()
+    assert sent.json()["stream"] is True
+    assert sent.json()["stream_options"] == {"include_usage": True}
+    assert sent.headers["accept-encoding"] == "identity"
+
+
+def test_forced_json_synthesized_for_a_stream_client(shim: Mitmdump, fault: FaultUpstream) -> None:
+    r = post(shim, "json", "json", stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert "content-length" not in r.headers and "content-encoding" not in r.headers
+    assert r.content.endswith(b"data: [DONE]\n\n")
+    assert b'"content":"Hell"' in r.content  # the rule's chunk_chars: 4
+    out = aggregate(r.content)
+    assert out["choices"][0]["message"]["content"] == TEXT
+    assert out["usage"] == USAGE  # the client asked for include_usage
+    sent = fault.last().json()
+    assert sent["stream"] is False and "stream_options" not in sent
+
+
+def test_synthesized_stream_has_no_usage_unless_asked(shim: Mitmdump) -> None:
+    r = post(shim, "json", "json", stream=True)
+    assert b'"usage"' not in r.content and sse_text(r.content) == TEXT
+
+
+def test_live_passthrough_is_byte_exact(shim: Mitmdump, fault: FaultUpstream) -> None:
+    r = post(shim, "asis", "sse", stream=True)
+    assert r.status_code == 200
+    assert r.content == encode_data(chat_chunks())
+    assert fault.last().json()["stream"] is True and "stream_options" not in fault.last().json()
+
+
+def test_passthrough_without_a_rule_still_streams(shim: Mitmdump) -> None:
+    # the "norule" listener matches no rule (listen_port rules only): SSE must still stream
+    r = post(shim, "norule", "sse-paced", stream=True)
+    assert r.content == b"".join(encode_data([c], done=False) for c in chat_chunks()) + b"data: [DONE]\n\n"
+
+
+def test_injected_usage_is_removed_for_the_client(shim: Mitmdump, fault: FaultUpstream) -> None:
+    r = post(shim, "stream", "sse", stream=True)
+    assert fault.last().json()["stream_options"] == {"include_usage": True}
+    assert b'"usage"' not in r.content
+    assert r.content == encode_data(chat_chunks(usage=False))
+    asked = post(shim, "stream", "sse", stream=True, stream_options={"include_usage": True})
+    assert asked.content == encode_data(chat_chunks())
+
+
+def test_passthrough_is_live(shim: Mitmdump, fault: FaultUpstream) -> None:
+    # the upstream paces 8 events 50 ms apart; the first must reach the client while the
+    # upstream is still sending (a buffering proxy would deliver everything at the end)
+    arrivals = []
+    with httpx.stream(
+        "POST",
+        f"{shim.url('asis')}/v1/chat/completions",
+        timeout=30,
+        json={"model": "sse-paced", "stream": True, "messages": []},
+    ) as r:
+        for _ in r.iter_raw():
+            arrivals.append(time.monotonic())
+    assert len(arrivals) >= 4, "the body arrived in one piece: the passthrough buffered it"
+    assert arrivals[-1] - arrivals[0] > 0.2
+
+
+def test_repair_json_answer_to_a_stream_request(shim: Mitmdump) -> None:
+    r = post(shim, "asis", "json", stream=True)  # llama-server does this for tool requests
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert sse_text(r.content) == TEXT
+
+
+def test_repair_sse_answer_to_a_json_request(shim: Mitmdump) -> None:
+    r = post(shim, "asis", "sse", stream=False)
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["choices"][0]["message"]["content"] == TEXT
+
+
+def test_crlf_and_keepalive_comments(shim: Mitmdump) -> None:
+    assert post(shim, "asis", "sse-crlf", stream=False).json()["choices"][0]["message"]["content"] == TEXT
+    raw = post(shim, "asis", "sse-crlf", stream=True)
+    assert raw.content.startswith(b": keep-alive\r\n\r\n") and sse_text(raw.content) == TEXT
+
+
+@pytest.mark.parametrize("label,stream", [("asis", False), ("asis", True), ("stream", False)])
+def test_gzip_sse(shim: Mitmdump, label: str, stream: bool) -> None:
+    r = post(shim, label, "sse-gzip", stream=stream)
+    assert r.status_code == 200
+    body = r.content  # httpx decodes a content-encoding it is told about
+    assert (sse_text(body) if stream else r.json()["choices"][0]["message"]["content"]) == TEXT
+    if stream:
+        assert "content-encoding" not in r.headers  # decoded on the fly, inspected, forwarded
+
+
+def test_gzip_json_synthesized(shim: Mitmdump) -> None:
+    r = post(shim, "asis", "json-gzip", stream=True)
+    assert "content-encoding" not in r.headers and sse_text(r.content) == TEXT
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def assert_openai_error(r: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert isinstance(err["message"], str)
+    for needle in needles:
+        assert needle in err["message"], err["message"]
+    return dict(err)
+
+
+def test_error_event_is_502_for_a_json_client(shim: Mitmdump) -> None:
+    err = assert_openai_error(post(shim, "stream", "error-event", stream=False), 502, "model overloaded")
+    assert err["type"] == "upstream_stream_error" and err["code"] == "upstream_error"
+    assert err["partial_response"]["choices"][0]["message"]["content"] == "Hello"  # 2 content chunks
+
+
+def test_error_event_reaches_a_stream_client_as_sent(shim: Mitmdump) -> None:
+    r = post(shim, "asis", "error-event", stream=True)
+    assert r.status_code == 200
+    assert r.content.endswith(b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n')
+
+
+@pytest.mark.parametrize(
+    "model,needle",
+    [
+        ("event-error", "boom"),
+        ("malformed", "not valid JSON"),
+        ("no-terminator", "without [DONE]"),
+        ("sse-corrupt-gzip", "could not be decoded"),
+        ("html", "text/html"),
+    ],
+)
+def test_broken_streams_are_never_a_200_for_a_json_client(shim: Mitmdump, model: str, needle: str) -> None:
+    assert_openai_error(post(shim, "stream", model, stream=False), 502, needle)
+
+
+def test_bad_json_bodies_for_a_stream_client(shim: Mitmdump) -> None:
+    assert_openai_error(post(shim, "asis", "json-corrupt-gzip", stream=True), 502, "could not be decoded")
+    assert_openai_error(post(shim, "asis", "html", stream=True), 502, "text/html")
+
+
+def test_disconnect_mid_stream_is_not_a_success(shim: Mitmdump) -> None:
+    r = post(shim, "stream", "disconnect:3", stream=False)
+    assert r.status_code == 502
+    assert b'"content": "Hel' not in r.content or b"error" in r.content
+    with pytest.raises(httpx.HTTPError):  # a stream client sees the connection break, as it did
+        post(shim, "asis", "disconnect:3", stream=True)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_status_passed_on_in_both_directions(shim: Mitmdump, stream: bool) -> None:
+    for label in ("stream", "json", "asis"):
+        r = post(shim, label, "status-json:429", stream=stream)
+        assert r.status_code == 429
+        assert r.json() == {"error": {"message": "rate limited", "type": "rate_limit_error", "code": None}}
+        html = post(shim, label, "status-html:503", stream=stream)
+        assert html.status_code == 503 and b"502 Bad Gateway" in html.content
+
+
+def test_keepalive_sends_spaces_then_the_json(shim: Mitmdump) -> None:
+    r = post(shim, "keepalive", "sse", stream=False)
+    assert r.status_code == 200
+    assert r.content.startswith(b" ") and r.headers["content-type"] == "application/json"
+    assert json.loads(r.content)["choices"][0]["message"]["content"] == TEXT
+    bad = post(shim, "keepalive", "error-event", stream=False)
+    assert bad.status_code == 200  # committed early: the documented trade-off
+    assert "model overloaded" in json.loads(bad.content)["error"]["message"]
+
+
+def test_promote_tool_calls(shim: Mitmdump) -> None:
+    # as-requested JSON client, JSON upstream, no tool calls in choice 0: untouched
+    r = post(shim, "promote", "json-tools", stream=False)
+    assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_requests_that_are_not_for_us_pass_untouched(shim: Mitmdump, fault: FaultUpstream) -> None:
+    r = httpx.post(
+        f"{shim.url('stream')}/v1/chat/completions",
+        content=b"[1, 2]",
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
+    assert fault.last().body == b"[1, 2]" and r.status_code == 200
+    httpx.post(
+        f"{shim.url('stream')}/v1/chat/completions", json={"model": "json", "stream": "yes"}, timeout=30
+    )
+    assert fault.last().json()["stream"] == "yes"
+    httpx.post(f"{shim.url('stream')}/v1/embeddings", json={"model": "json", "input": "x"}, timeout=30)
+    assert fault.last().json() == {"model": "json", "input": "x"}
+
+
+# -- the real openai client -------------------------------------------------------------------
+
+
+def client(shim: Mitmdump, label: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{shim.url(label)}/v1", api_key="sk-test-secret", max_retries=0)
+
+
+MSG = [{"role": "user", "content": "weather?"}]
+
+
+@pytest.mark.parametrize("label", ["stream", "json", "asis"])
+def test_openai_sdk_sync_all_shapes(shim: Mitmdump, label: str) -> None:
+    c = client(shim, label)
+    for model in ("sse", "json"):
+        r = c.chat.completions.create(model=model, messages=MSG)
+        assert r.choices[0].message.content == TEXT and r.choices[0].finish_reason == "stop"
+        parts = [
+            ch.choices[0].delta.content
+            for ch in c.chat.completions.create(model=model, messages=MSG, stream=True)
+            if ch.choices and ch.choices[0].delta.content
+        ]
+        assert "".join(parts) == TEXT
+
+
+def test_openai_sdk_stream_helper_tool_call_names(shim: Mitmdump) -> None:
+    # the upstream repeats id and name in every delta (as llama-cpp-python does). Synthesized
+    # from JSON, the stream is clean and the SDK's helper gets the right name.
+    with client(shim, "asis").chat.completions.stream(model="json-tools", messages=MSG) as s:
+        final = s.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    assert (call.function.name, call.function.arguments) == ("get_weather", "".join(TOOL_ARGS))
+    # aggregated by streamshim for a JSON client: also right
+    r = client(shim, "stream").chat.completions.create(model="sse-tools", messages=MSG)
+    assert r.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert r.choices[0].finish_reason == "tool_calls"
+
+
+def test_openai_sdk_async(shim: Mitmdump) -> None:
+    async def main() -> tuple[str, str]:
+        c = openai.AsyncOpenAI(base_url=f"{shim.url('json')}/v1", api_key="sk-test", max_retries=0)
+        r = await c.chat.completions.create(model="json", messages=MSG)
+        s = await c.chat.completions.create(model="json", messages=MSG, stream=True)
+        parts = [ch.choices[0].delta.content async for ch in s if ch.choices and ch.choices[0].delta.content]
+        await c.close()
+        return r.choices[0].message.content or "", "".join(parts)
+
+    assert asyncio.run(main()) == (TEXT, TEXT)
+
+
+def test_openai_sdk_sees_errors_as_errors(shim: Mitmdump) -> None:
+    with pytest.raises(openai.APIStatusError) as ei:
+        client(shim, "stream").chat.completions.create(model="error-event", messages=MSG)
+    assert ei.value.status_code == 502 and "model overloaded" in str(ei.value)
+
+
+# -- what mitmweb and -w files show -----------------------------------------------------------
+
+
+def test_flows_carry_comment_mark_and_both_sides(shim: Mitmdump) -> None:
+    post(shim, "stream", "sse", stream=False, user="flowcheck-1")
+    post(shim, "asis", "sse", stream=True, user="flowcheck-2")
+    flows = {
+        f.request.json().get("user"): f
+        for f in shim.flows(wait_for=2)
+        if f.request.headers.get("content-type", "").startswith("application/json")
+        and isinstance(f.request.json(), dict)
+    }
+    agg = flows["flowcheck-1"]
+    assert agg.comment.startswith("streamshim [force-stream] SSE→JSON: 9 chunks")
+    assert agg.marked == ":default:"
+    meta = agg.metadata["streamshim"]
+    assert json.loads(meta["client_request"])["user"] == "flowcheck-1"
+    assert json.loads(meta["client_request"])["stream"] is False  # what the client sent
+    assert agg.request.json()["stream"] is True  # what went upstream
+    assert meta["upstream_response"] == encode_data(chat_chunks())
+    assert agg.response.json()["choices"][0]["message"]["content"] == TEXT  # what the client got
+    live = flows["flowcheck-2"]
+    assert live.comment.startswith(
+        "streamshim [as-requested] SSE passthrough: 10 events"
+    )  # 9 chunks + [DONE]
+    assert live.response.content == encode_data(chat_chunks())  # streamed, and still visible
+    bad = post(shim, "stream", "malformed", stream=False, user="flowcheck-3")
+    assert bad.status_code == 502
+    flows = [f for f in shim.flows(wait_for=3) if b"flowcheck-3" in (f.request.content or b"")]
+    assert flows[0].marked == ":warning:" and "malformed" in flows[0].comment
+
+
+def test_gzip_request_compressed_upstream_body(fault: FaultUpstream) -> None:
+    assert gzip.decompress(gzip.compress(b"x")) == b"x"  # sanity for the fixture's encoding
