@@ -90,14 +90,20 @@ class Mitmdump:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def flows(self, wait_for: int = 0, timeout: float = 10.0) -> list[http.HTTPFlow]:
-        """The flows mitmdump has written so far (``-w``), waiting for at least ``wait_for``."""
+    def flows(self) -> list[http.HTTPFlow]:
+        """The flows mitmdump has written so far (``-w``)."""
+        return list(read_flows(self.flows_path))
+
+    def flow_with(self, marker: bytes, timeout: float = 10.0) -> http.HTTPFlow:
+        """The written flow whose client request contains ``marker``, waiting for it to be written."""
         deadline = time.monotonic() + timeout
-        while True:
-            flows = list(read_flows(self.flows_path))
-            if len(flows) >= wait_for or time.monotonic() > deadline:
-                return flows
+        while time.monotonic() < deadline:
+            for f in read_flows(self.flows_path):
+                original = (f.metadata.get("streamshim") or {}).get("client_request") or f.request.content
+                if marker in (original or b""):
+                    return f
             time.sleep(0.05)
+        raise AssertionError(f"no flow with {marker!r} written to {self.flows_path}")
 
 
 def read_flows(path: Path) -> Iterator[http.HTTPFlow]:

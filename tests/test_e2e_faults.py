@@ -295,13 +295,7 @@ def test_openai_sdk_sees_errors_as_errors(shim: Mitmdump) -> None:
 def test_flows_carry_comment_mark_and_both_sides(shim: Mitmdump) -> None:
     post(shim, "stream", "sse", stream=False, user="flowcheck-1")
     post(shim, "asis", "sse", stream=True, user="flowcheck-2")
-    flows = {
-        f.request.json().get("user"): f
-        for f in shim.flows(wait_for=2)
-        if f.request.headers.get("content-type", "").startswith("application/json")
-        and isinstance(f.request.json(), dict)
-    }
-    agg = flows["flowcheck-1"]
+    agg = shim.flow_with(b"flowcheck-1")
     assert agg.comment.startswith("streamshim [force-stream] SSE→JSON: 9 chunks")
     assert agg.marked == ":default:"
     meta = agg.metadata["streamshim"]
@@ -310,15 +304,15 @@ def test_flows_carry_comment_mark_and_both_sides(shim: Mitmdump) -> None:
     assert agg.request.json()["stream"] is True  # what went upstream
     assert meta["upstream_response"] == encode_data(chat_chunks())
     assert agg.response.json()["choices"][0]["message"]["content"] == TEXT  # what the client got
-    live = flows["flowcheck-2"]
+    live = shim.flow_with(b"flowcheck-2")
     assert live.comment.startswith(
         "streamshim [as-requested] SSE passthrough: 10 events"
     )  # 9 chunks + [DONE]
     assert live.response.content == encode_data(chat_chunks())  # streamed, and still visible
     bad = post(shim, "stream", "malformed", stream=False, user="flowcheck-3")
     assert bad.status_code == 502
-    flows = [f for f in shim.flows(wait_for=3) if b"flowcheck-3" in (f.request.content or b"")]
-    assert flows[0].marked == ":warning:" and "malformed" in flows[0].comment
+    failed = shim.flow_with(b"flowcheck-3")
+    assert failed.marked == ":warning:" and "malformed" in failed.comment
 
 
 def test_gzip_request_compressed_upstream_body(fault: FaultUpstream) -> None:
