@@ -7,11 +7,13 @@ import asyncio
 import gzip
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from conftest import FAULT_RULES
 from fault_upstream import CONTENT, TOOL_ARGS, USAGE, FaultUpstream, chat_chunks
 from proxy import Mitmdump
 from streamshim import aggregate
@@ -292,27 +294,39 @@ def test_openai_sdk_sees_errors_as_errors(shim: Mitmdump) -> None:
 # -- what mitmweb and -w files show -----------------------------------------------------------
 
 
-def test_flows_carry_comment_mark_and_both_sides(shim: Mitmdump) -> None:
-    post(shim, "stream", "sse", stream=False, user="flowcheck-1")
-    post(shim, "asis", "sse", stream=True, user="flowcheck-2")
-    agg = shim.flow_with(b"flowcheck-1")
+def test_flows_carry_comment_mark_and_both_sides(fault: FaultUpstream, tmp_path: Path) -> None:
+    # a mitmdump of its own: -w files are flushed when mitmdump stops
+    own = Mitmdump(
+        tmp_path,
+        {
+            "stream": fault.url,
+            "asis": fault.url,
+            "json": fault.url,
+            "keepalive": fault.url,
+            "promote": fault.url,
+        },
+        FAULT_RULES,
+    ).start()
+    try:
+        post(own, "stream", "sse", stream=False, user="flowcheck-1")
+        post(own, "asis", "sse", stream=True, user="flowcheck-2")
+        assert post(own, "stream", "malformed", stream=False, user="flowcheck-3").status_code == 502
+    finally:
+        own.stop()
+    agg = own.flow_with(b"flowcheck-1")
     assert agg.comment.startswith("streamshim [force-stream] SSE→JSON: 9 chunks")
     assert agg.marked == ":default:"
     meta = agg.metadata["streamshim"]
-    assert json.loads(meta["client_request"])["user"] == "flowcheck-1"
     assert json.loads(meta["client_request"])["stream"] is False  # what the client sent
     assert agg.request.json()["stream"] is True  # what went upstream
     assert meta["upstream_response"] == encode_data(chat_chunks())
     assert agg.response.json()["choices"][0]["message"]["content"] == TEXT  # what the client got
-    live = shim.flow_with(b"flowcheck-2")
-    assert live.comment.startswith(
-        "streamshim [as-requested] SSE passthrough: 10 events"
-    )  # 9 chunks + [DONE]
+    live = own.flow_with(b"flowcheck-2")
+    assert live.comment.startswith("streamshim [as-requested] SSE passthrough: 10 events")  # 9 + [DONE]
     assert live.response.content == encode_data(chat_chunks())  # streamed, and still visible
-    bad = post(shim, "stream", "malformed", stream=False, user="flowcheck-3")
-    assert bad.status_code == 502
-    failed = shim.flow_with(b"flowcheck-3")
-    assert failed.marked == ":warning:" and "malformed" in failed.comment
+    failed = own.flow_with(b"flowcheck-3")
+    assert failed.marked == ":warning:" and "malformed at event 3" in failed.comment
+    assert failed.response.status_code == 502 and failed.metadata["streamshim"]["upstream_status"] == 200
 
 
 def test_gzip_request_compressed_upstream_body(fault: FaultUpstream) -> None:
