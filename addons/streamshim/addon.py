@@ -54,8 +54,6 @@ class StreamShim:
         self.rules = RuleSet()
         self._rules_path: str = ""
         self._last_check = 0.0
-        self._startup_error: str | None = None
-        self._running = False
         # flow.id -> finisher of a live stream callable, so that a flow that ends in `error`
         # (client or upstream gone mid-stream) is still recorded; removed on either end
         self._live: dict[str, Callable[[str | None], None]] = {}
@@ -77,17 +75,9 @@ class StreamShim:
             try:
                 self.rules = self._load()
             except RulesError as exc:
-                if not self._running:
-                    self._startup_error = str(exc)
+                # at startup mitmdump/mitmweb print this and exit ("Error logged during startup")
                 raise exceptions.OptionsError(str(exc)) from None
-            self._startup_error = None
             log.info("streamshim: %d rule(s) from %s", len(self.rules.rules), self.rules.source)
-
-    def running(self) -> None:
-        self._running = True
-        if self._startup_error:
-            log.error("streamshim: cannot start: %s", self._startup_error)
-            ctx.master.shutdown()
 
     def _load(self) -> RuleSet:
         if not self._rules_path:

@@ -1,0 +1,193 @@
+"""The mitmproxy layer with mitmproxy's own test helpers (taddons, tflow): options, rules
+reloading and the hooks, without a network."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from helpers import chunk, delta, sse
+from mitmproxy import exceptions
+from mitmproxy.test import taddons, tflow, tutils
+from streamshim import aggregate
+from streamshim.addon import StreamShim
+
+RULES = """\
+rules:
+  - name: to-stream
+    host: "up.example"
+    upstream: stream
+  - name: to-json
+    host: "json.example"
+    upstream: json
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def flow(host: str, body: dict | bytes, path: str = "/v1/chat/completions") -> tflow.HTTPFlow:
+    f = tflow.tflow()
+    f.request.host = host
+    f.request.port = 443
+    f.request.path = path
+    f.request.method = "POST"
+    f.request.content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return f
+
+
+def test_default_option_is_the_shipped_rules_file() -> None:
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        assert Path(tctx.options.streamshim_rules).name == "rules.yaml"
+        shim.configure({"streamshim_rules"})  # what mitmproxy does at startup
+        assert [r.name for r in shim.rules.rules][-1] == "catch-all"
+
+
+def test_bad_rules_raise_options_error_with_file_and_line(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.yaml", "rules:\n  - name: a\n    upstream: nope\n")
+    shim = StreamShim()
+    with (
+        taddons.context(shim) as tctx,
+        pytest.raises(exceptions.OptionsError, match=r"bad\.yaml:3: rule #1: bad upstream 'nope'"),
+    ):
+        tctx.configure(shim, streamshim_rules=str(bad))
+
+
+def test_bad_edit_keeps_last_good_rules_and_reload_command(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "r.yaml", RULES)
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(path))
+        assert [r.name for r in shim.rules.rules] == ["to-stream", "to-json"]
+        write(path, "rules:\n  - name: x\n    upstream: [\n")
+        os.utime(path, (1, 1))
+        with caplog.at_level(logging.ERROR, "streamshim"):
+            shim.reload()
+        assert "r.yaml:4: invalid YAML" in caplog.text and "keeping the last good rules" in caplog.text
+        assert [r.name for r in shim.rules.rules] == ["to-stream", "to-json"]
+        write(path, "rules:\n  - name: only\n    upstream: json\n")
+        os.utime(path, (2, 2))
+        shim._reload()  # what the request hook does, at most once a second
+        assert [r.name for r in shim.rules.rules] == ["only"]
+        path.unlink()
+        with caplog.at_level(logging.WARNING, "streamshim"):
+            shim.reload()
+        assert "unreadable" in caplog.text and [r.name for r in shim.rules.rules] == ["only"]
+
+
+def test_request_rewrite_to_stream_and_back(tmp_path: Path) -> None:
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", {"model": "m", "messages": []})
+        shim.request(f)
+        sent = f.request.json()
+        assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+        assert f.request.headers["accept-encoding"] == "identity"
+        meta = f.metadata["streamshim"]
+        assert meta["rule"] == "to-stream" and meta["client_stream"] is False and meta["injected_usage"]
+        assert json.loads(meta["client_request"]) == {"model": "m", "messages": []}
+
+        g = flow("json.example", {"model": "m", "stream": True, "stream_options": {"include_usage": True}})
+        shim.request(g)
+        assert g.request.json() == {"model": "m", "stream": False}
+        assert g.metadata["streamshim"]["client_include_usage"] is True
+
+
+@pytest.mark.parametrize(
+    "body,path",
+    [
+        (b"not json", "/v1/chat/completions"),
+        (b"[1]", "/v1/chat/completions"),
+        (b'{"stream": "yes"}', "/v1/chat/completions"),
+        (b'{"input": "x"}', "/v1/embeddings"),
+    ],
+)
+def test_requests_not_for_us_are_untouched(tmp_path: Path, body: bytes, path: str) -> None:
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", body, path)
+        shim.request(f)
+        assert f.request.content == body and "streamshim" not in f.metadata
+
+
+def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
+    shim = StreamShim()
+    body = sse(chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")))
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", {"model": "m", "messages": []})
+        shim.request(f)
+        f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        assert f.response.stream is False  # aggregated from the buffered body in `response`
+        shim.response(f)
+        assert f.response.headers["content-type"] == "application/json"
+        assert f.response.json()["choices"][0]["message"]["content"] == "hi"
+        assert f.comment.startswith("streamshim [to-stream] SSE→JSON") and f.marked == ":default:"
+
+        g = flow("json.example", {"model": "m", "stream": True})
+        shim.request(g)
+        resp = aggregate(body)
+        g.response = tutils.tresp(
+            content=json.dumps(resp).encode(), headers=[(b"content-type", b"application/json")]
+        )
+        shim.responseheaders(g)
+        shim.response(g)
+        assert g.response.headers["content-type"].startswith("text/event-stream")
+        assert "content-length" not in g.response.headers
+        assert aggregate(g.response.content) == resp
+
+
+def test_passthrough_callable_streams_and_records(tmp_path: Path) -> None:
+    shim = StreamShim()
+    body = sse(
+        chunk(delta(role="assistant", content="hi")),
+        chunk(delta(finish_reason="stop")),
+        chunk(usage={"total_tokens": 3}),
+    )
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", {"model": "m", "messages": [], "stream": True})
+        shim.request(f)
+        f.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        assert callable(f.response.stream)
+        out = b""
+        for i in range(0, len(body), 7):  # arbitrary splits
+            piece = f.response.stream(body[i : i + 7])
+            out += piece if isinstance(piece, bytes) else b"".join(piece)
+        tail = f.response.stream(b"")
+        out += tail if isinstance(tail, bytes) else b"".join(tail)
+        # the injected usage chunk is removed for a client that did not ask for it
+        assert out == sse(chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")))
+        assert f.response.content == out
+        assert f.metadata["streamshim"]["upstream_response"] == body
+        assert "1 injected usage chunk removed" in f.comment
+        assert shim._live == {}
+
+
+def test_client_disconnect_cleans_up_and_records(tmp_path: Path) -> None:
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("nomatch.example", {"model": "m", "stream": True})
+        shim.request(f)
+        f.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        f.response.stream(sse(chunk(delta(content="par")), done=False))
+        assert len(shim._live) == 1
+        f.error = tflow.terr("Client disconnected.")
+        shim.error(f)
+        assert shim._live == {}
+        assert "broken: Client disconnected." in f.comment and f.marked == ":warning:"
+        assert b"par" in f.response.content
