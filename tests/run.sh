@@ -35,7 +35,8 @@ find_py312() {
 
 suite python3 .venv "test,server" "$@"
 if py312=$(find_py312); then
-    suite "$py312" .venv-mitm12 "test" "$@"
+    # the llama-cpp-python server (built once, for the first suite) serves this suite too
+    STREAMSHIM_LLAMA_PYTHON="$PWD/.venv/bin/python" suite "$py312" .venv-mitm12 "test" "$@"
 else
     echo "== no Python >= 3.12 found: the mitmproxy 12 line is not tested on this machine"
 fi
