@@ -169,6 +169,14 @@ class FaultUpstream:
             )
         if name == "sse-gzip":
             return await self._sse(w, gzip.compress(encode_data(chat_chunks())), encoding="gzip")
+        if name == "sse-br":
+            import brotli
+
+            return await self._sse(w, brotli.compress(encode_data(chat_chunks())), encoding="br")
+        if name == "sse-deflate":
+            import zlib
+
+            return await self._sse(w, zlib.compress(encode_data(chat_chunks())), encoding="deflate")
         if name == "sse-corrupt-gzip":
             good = gzip.compress(encode_data(chat_chunks()))
             return await self._sse(w, good[:30] + b"\x00garbage\xff" * 8, encoding="gzip")
@@ -199,6 +207,8 @@ class FaultUpstream:
             return await self._json(w, chat_json(tools=True))
         if name == "json-gzip":
             return await self._json(w, chat_json(), encoding="gzip")
+        if name == "json-br":
+            return await self._json(w, chat_json(), encoding="br")
         if name == "json-corrupt-gzip":
             return await self._raw(w, 200, "application/json", b"\x1f\x8b\x08\x00garbage", encoding="gzip")
         if name == "status-json":
@@ -233,6 +243,10 @@ class FaultUpstream:
         body = json.dumps(obj).encode()
         if encoding == "gzip":
             body = gzip.compress(body)
+        elif encoding == "br":
+            import brotli
+
+            body = brotli.compress(body)
         return await self._raw(w, status, "application/json", body, encoding)
 
     async def _raw(

@@ -128,9 +128,10 @@ def test_crlf_and_keepalive_comments(shim: Mitmdump) -> None:
     assert raw.content.startswith(b": keep-alive\r\n\r\n") and sse_text(raw.content) == TEXT
 
 
+@pytest.mark.parametrize("model", ["sse-gzip", "sse-br", "sse-deflate"])
 @pytest.mark.parametrize("label,stream", [("asis", False), ("asis", True), ("stream", False)])
-def test_gzip_sse(shim: Mitmdump, label: str, stream: bool) -> None:
-    r = post(shim, label, "sse-gzip", stream=stream)
+def test_compressed_sse(shim: Mitmdump, label: str, stream: bool, model: str) -> None:
+    r = post(shim, label, model, stream=stream)
     assert r.status_code == 200
     body = r.content  # httpx decodes a content-encoding it is told about
     assert (sse_text(body) if stream else r.json()["choices"][0]["message"]["content"]) == TEXT
@@ -138,8 +139,9 @@ def test_gzip_sse(shim: Mitmdump, label: str, stream: bool) -> None:
         assert "content-encoding" not in r.headers  # decoded on the fly, inspected, forwarded
 
 
-def test_gzip_json_synthesized(shim: Mitmdump) -> None:
-    r = post(shim, "asis", "json-gzip", stream=True)
+@pytest.mark.parametrize("model", ["json-gzip", "json-br"])
+def test_compressed_json_synthesized(shim: Mitmdump, model: str) -> None:
+    r = post(shim, "asis", model, stream=True)
     assert "content-encoding" not in r.headers and sse_text(r.content) == TEXT
 
 
