@@ -34,7 +34,7 @@ from mitmproxy import command, ctx, exceptions, http
 from . import dialects
 from .dialects import chat
 from .errors import BadResponse, StreamError
-from .passthrough import Passthrough, stream_decoder
+from .passthrough import Passthrough, StreamDecoder, decode_body
 from .rules import Rule, RulesError, RuleSet, load_rules
 from .sse import encode_data
 
@@ -240,12 +240,14 @@ class StreamShim:
     def _passthrough(self, flow: http.HTTPFlow, state: dict[str, Any], drop_usage: bool) -> StreamCallable:
         resp = flow.response
         assert resp is not None
-        encoding = resp.headers.get("content-encoding", "")
-        decode = stream_decoder(encoding) if encoding else None
-        if encoding and decode is not None:
-            del resp.headers["content-encoding"]  # the client gets the decoded stream
-        elif encoding:  # unknown encoding: forward as is, without inspection or filtering
-            drop_usage = False
+        encoding = resp.headers.get("content-encoding", "").strip()
+        decode: StreamDecoder | None = None
+        if encoding:
+            try:
+                decode = StreamDecoder(encoding)
+                del resp.headers["content-encoding"]  # the client gets the decoded stream
+            except ValueError:  # unknown encoding: forward as is, without filtering
+                drop_usage = False
         pt = Passthrough(drop_usage=drop_usage)
         keep = bytearray()
         sent = bytearray() if (drop_usage or decode) else keep
@@ -255,9 +257,9 @@ class StreamShim:
             if data:
                 keep.extend(data)
                 try:
-                    plain = decode(data) if decode else data
-                except Exception as exc:  # corrupt compression mid-stream
-                    pt.errors.append(f"cannot decode {encoding} body: {exc}")
+                    plain = decode.feed(data) if decode else data
+                except ValueError as exc:  # corrupt compression mid-stream
+                    pt.errors.append(f"cannot decode body: {exc}")
                     return []
                 out = pt.feed(plain)
                 if sent is not keep:
@@ -266,9 +268,9 @@ class StreamShim:
             tail = b""
             if decode is not None:
                 try:
-                    tail = pt.feed(decode(b""))
-                except Exception as exc:
-                    pt.errors.append(f"cannot decode {encoding} body: {exc}")
+                    tail = pt.feed(decode.close())
+                except ValueError as exc:
+                    pt.errors.append(f"cannot decode body: {exc}")
             tail += pt.close()
             if sent is not keep:
                 sent.extend(tail)
@@ -297,8 +299,12 @@ class StreamShim:
     def _keepalive_aggregate(self, flow: http.HTTPFlow, state: dict[str, Any]) -> StreamCallable:
         resp = flow.response
         assert resp is not None
-        decode = stream_decoder(resp.headers.get("content-encoding", ""))
         agg = _dialect(state).Aggregator()
+        try:
+            decode: StreamDecoder | None = StreamDecoder(resp.headers.get("content-encoding", ""))
+        except ValueError as exc:
+            decode = None
+            agg.problems.append(str(exc))
         keep = bytearray()
         resp.headers["content-type"] = "application/json"
         for h in ("content-length", "content-encoding"):
@@ -308,14 +314,19 @@ class StreamShim:
             if data:
                 keep.extend(data)
                 try:
-                    agg.feed(decode(data) if decode else data)
-                except Exception as exc:
+                    agg.feed(decode.feed(data) if decode else data)
+                except ValueError as exc:
                     agg.problems.append(f"cannot decode body: {exc}")
                 return b" "  # leading whitespace is valid JSON: keeps idle-timeout gateways happy
             if decode is not None:
-                agg.feed(decode(b""))
+                try:
+                    agg.feed(decode.close())
+                except ValueError as exc:
+                    agg.problems.append(f"cannot decode body: {exc}")
             state["upstream_response"] = bytes(keep)
             try:
+                if agg.problems and agg.error is None:  # the body could not even be decoded
+                    raise StreamError(agg.problems[0], byte_offset=len(keep))
                 result: dict[str, Any] = agg.finish()
                 body = _json_bytes(result)
                 _comment(
@@ -463,7 +474,7 @@ def _decoded(flow: http.HTTPFlow, state: dict[str, Any], fail: bool = True) -> b
     resp = flow.response
     assert resp is not None
     try:
-        return resp.get_content(strict=True) or b""
+        return decode_body(resp.raw_content or b"", resp.headers.get("content-encoding", ""))
     except ValueError as exc:
         if fail:
             enc = resp.headers.get("content-encoding", "?")

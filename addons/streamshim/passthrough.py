@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Callable
+from typing import Any
 
 from .sse import DONE, SSEDecoder
 
@@ -122,37 +122,65 @@ class Passthrough:
         return "ended without [DONE] or finish_reason: truncated"
 
 
-def stream_decoder(encoding: str) -> Callable[[bytes], bytes] | None:
-    """An incremental decoder for a ``content-encoding``; ``b""`` flushes. None if unknown."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return lambda data: data
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-        state = {"obj": zlib.decompressobj(wbits), "raw_tried": encoding != "deflate"}
+class StreamDecoder:
+    """Incremental, strict ``content-encoding`` decoder: ``feed`` bytes, then ``close()``, which
+    raises ``ValueError`` when the compressed stream is cut short or corrupt."""
 
-        def zdecode(data: bytes) -> bytes:
-            obj = state["obj"]
-            if not data:
-                return obj.flush()  # type: ignore[no-any-return,union-attr]
-            try:
-                return obj.decompress(data)  # type: ignore[no-any-return,union-attr]
-            except zlib.error:
-                if state["raw_tried"]:
-                    raise
-                state["raw_tried"] = True  # "deflate" sent without its zlib header
-                state["obj"] = zlib.decompressobj(-zlib.MAX_WBITS)
-                return state["obj"].decompress(data)  # type: ignore[no-any-return,union-attr]
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding = encoding.strip().lower()
+        self._zlib: Any = None
+        self._other: Any = None
+        if encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS)
+            self._raw_deflate_ok = True
+        elif encoding == "br":
+            import brotli  # a mitmproxy dependency
 
-        return zdecode
-    if encoding == "br":
-        import brotli  # mitmproxy depends on it
+            self._other = brotli.Decompressor()
+        elif encoding == "zstd":
+            import zstandard  # a mitmproxy dependency
 
-        dec = brotli.Decompressor()
-        return lambda data: dec.process(data) if data else b""
-    if encoding == "zstd":
-        import zstandard  # mitmproxy depends on it
+            self._other = zstandard.ZstdDecompressor().decompressobj()
+        elif encoding not in ("", "identity"):
+            raise ValueError(f"unknown content-encoding {encoding!r}")
+        self._started = False
 
-        zdec = zstandard.ZstdDecompressor().decompressobj()
-        return lambda data: zdec.decompress(data) if data else b""
-    return None
+    def feed(self, data: bytes) -> bytes:
+        try:
+            if self._zlib is not None:
+                if not self._started and self.encoding == "deflate":
+                    self._started = True
+                    try:
+                        return bytes(self._zlib.decompress(data))
+                    except zlib.error:  # "deflate" sent without its zlib header
+                        self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._started = True
+                return bytes(self._zlib.decompress(data))
+            if self._other is not None:
+                process = getattr(self._other, "process", None) or self._other.decompress
+                return bytes(process(data))
+        except Exception as exc:
+            raise ValueError(f"corrupt {self.encoding} data: {exc}") from None
+        return data
+
+    def close(self) -> bytes:
+        if self._zlib is not None:
+            out = bytes(self._zlib.flush())
+            if not self._zlib.eof:
+                raise ValueError(f"{self.encoding} data cut short (no end-of-stream marker)")
+            if self._zlib.unused_data.strip(b"\0"):
+                raise ValueError(
+                    f"{len(self._zlib.unused_data)} bytes of garbage after the {self.encoding} data"
+                )
+            return out
+        if self._other is not None and hasattr(self._other, "is_finished") and not self._other.is_finished():
+            raise ValueError(f"{self.encoding} data cut short")
+        return b""
+
+
+def decode_body(raw: bytes, encoding: str) -> bytes:
+    """A whole body, strictly decoded (``ValueError`` names what is wrong)."""
+    dec = StreamDecoder(encoding)
+    return dec.feed(raw) + dec.close()
