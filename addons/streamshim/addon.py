@@ -300,11 +300,12 @@ class StreamShim:
         resp = flow.response
         assert resp is not None
         agg = _dialect(state).Aggregator()
+        decode_errors: list[str] = []
         try:
             decode: StreamDecoder | None = StreamDecoder(resp.headers.get("content-encoding", ""))
         except ValueError as exc:
             decode = None
-            agg.problems.append(str(exc))
+            decode_errors.append(str(exc))
         keep = bytearray()
         resp.headers["content-type"] = "application/json"
         for h in ("content-length", "content-encoding"):
@@ -316,17 +317,17 @@ class StreamShim:
                 try:
                     agg.feed(decode.feed(data) if decode else data)
                 except ValueError as exc:
-                    agg.problems.append(f"cannot decode body: {exc}")
+                    decode_errors.append(f"cannot decode body: {exc}")
                 return b" "  # leading whitespace is valid JSON: keeps idle-timeout gateways happy
             if decode is not None:
                 try:
                     agg.feed(decode.close())
                 except ValueError as exc:
-                    agg.problems.append(f"cannot decode body: {exc}")
+                    decode_errors.append(f"cannot decode body: {exc}")
             state["upstream_response"] = bytes(keep)
             try:
-                if agg.problems and agg.error is None:  # the body could not even be decoded
-                    raise StreamError(agg.problems[0], byte_offset=len(keep))
+                if decode_errors:
+                    raise StreamError(decode_errors[0], byte_offset=len(keep))
                 result: dict[str, Any] = agg.finish()
                 body = _json_bytes(result)
                 _comment(
