@@ -24,18 +24,20 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from mitmproxy import command, ctx, exceptions, http
+from mitmproxy import flow as mflow
 
 from . import dialects
 from .dialects import chat
 from .errors import BadResponse, StreamError
 from .passthrough import Passthrough, StreamDecoder, decode_body
-from .rules import Rule, RulesError, RuleSet, load_rules
+from .recording import scrub_flow
+from .rules import RulesError, RuleSet, load_rules, rule_settings
 from .sse import encode_data
 
 log = logging.getLogger("streamshim")
@@ -67,6 +69,24 @@ class StreamShim:
             "Path of the streamshim rules file (YAML). Ordered rules, first match wins; each decides "
             "what the upstream is asked for: stream, json or as-requested. Reloaded when it changes. "
             "Empty: no rules (SSE still streams through, nothing is rewritten).",
+        )
+        loader.add_option(
+            "streamshim_scrub",
+            bool,
+            False,
+            "Mask secrets in every flow as it completes, before it is saved (-w): Authorization, "
+            "api-key, x-api-key, cookie, set-cookie, proxy-authorization, the headers and JSON fields "
+            "named in streamshim_scrub_headers/streamshim_scrub_fields, in requests, responses and the "
+            "originals streamshim keeps. Response cookies are then masked for the client too.",
+        )
+        loader.add_option(
+            "streamshim_scrub_headers", Sequence[str], [], "More header names to mask when scrubbing."
+        )
+        loader.add_option(
+            "streamshim_scrub_fields",
+            Sequence[str],
+            [],
+            "JSON field names whose values are masked when scrubbing.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -151,6 +171,7 @@ class StreamShim:
             "client_include_usage": client_usage,
             "injected_usage": False,
             "asked": rule.upstream if rule else "as-requested",
+            "settings": rule_settings(rule),
         }
         changed = False
         if rule is not None and rule.upstream == "stream":
@@ -172,43 +193,54 @@ class StreamShim:
 
     # -- response ---------------------------------------------------------------------------
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._decide(flow, live=True)
+
+    def _decide(self, flow: http.HTTPFlow, live: bool) -> None:
+        """Choose the response path from what arrived. ``live``: from ``responseheaders``, where a
+        stream callable can still be set; otherwise the body is already buffered (a response set
+        by server replay, which skips ``responseheaders``)."""
         resp = flow.response
         assert resp is not None
         state = flow.metadata.get(META)
         is_sse = _is_sse(resp.headers.get("content-type", ""))
         if state is None:
-            if is_sse:  # every SSE response streams, matched by a rule or not
+            if is_sse and live:  # every SSE response streams, matched by a rule or not
                 resp.stream = self._passthrough(flow, {"mode": "passthrough"}, drop_usage=False)
             return
-        rule = self.rules_by_name(state["rule"])
+        state["upstream_status"] = resp.status_code
+        state["upstream_headers"] = [[k, v] for k, v in resp.headers.items(multi=True)]
         if not 200 <= resp.status_code < 300:
             state["mode"] = "upstream-error"
-            if is_sse:
+            if is_sse and live:
                 resp.stream = self._passthrough(flow, state, drop_usage=False)
             return
         if is_sse and state["client_stream"]:
             state["mode"] = "passthrough"
-            resp.stream = self._passthrough(flow, state, drop_usage=state["injected_usage"])
+            if live:
+                resp.stream = self._passthrough(flow, state, drop_usage=state["injected_usage"])
         elif is_sse:
             state["mode"] = "aggregate"
-            if rule is not None and rule.keepalive:
+            if live and state["settings"]["keepalive"]:
                 resp.stream = self._keepalive_aggregate(flow, state)
         elif state["client_stream"]:
             state["mode"] = "synthesize"
         else:
             state["mode"] = "untouched"
 
-    def rules_by_name(self, name: str | None) -> Rule | None:
-        return next((r for r in self.rules.rules if r.name == name), None) if name else None
-
     def response(self, flow: http.HTTPFlow) -> None:
         state = flow.metadata.get(META)
         resp = flow.response
-        if state is None or resp is None:
-            return
+        if state is not None and resp is not None:
+            self._convert(flow, state, resp)
+        if ctx.options.streamshim_scrub:
+            self.scrub([flow])
+
+    def _convert(self, flow: http.HTTPFlow, state: dict[str, Any], resp: http.Response) -> None:
+        if "mode" not in state:
+            self._decide(flow, live=False)
         mode = state.get("mode")
         if callable(resp.stream):
-            return  # streamed: the callable finished the flow (see _finish)
+            return  # streamed: the callable finished the flow
         if resp.stream:
             _comment(
                 flow,
@@ -223,18 +255,20 @@ class StreamShim:
             self._aggregate(flow, state)
         elif mode == "untouched":
             self._untouched(flow, state)
+        elif mode == "passthrough":
+            self._buffered_passthrough(flow, state)
 
     def error(self, flow: http.HTTPFlow) -> None:
         msg = flow.error.msg if flow.error else "unknown error"
         finish = self._live.pop(flow.id, None)
+        state = flow.metadata.get(META)
         if finish is not None:
             finish(msg)
-            return
-        state = flow.metadata.get(META)
-        if state is None:
-            return
-        state["error"] = msg
-        _comment(flow, state, f"{state.get('mode', 'request')}: flow failed: {msg}", problem=True)
+        elif state is not None:
+            state["error"] = msg
+            _comment(flow, state, f"{state.get('mode', 'request')}: flow failed: {msg}", problem=True)
+        if ctx.options.streamshim_scrub:
+            self.scrub([flow])
 
     # -- the paths --------------------------------------------------------------------------
     def _passthrough(self, flow: http.HTTPFlow, state: dict[str, Any], drop_usage: bool) -> StreamCallable:
@@ -388,13 +422,10 @@ class StreamShim:
             _fail_other(flow, state, content)
             return
         obj = json.loads(content)
-        rule = self.rules_by_name(state["rule"])
         state["upstream_response"] = resp.raw_content
         try:
             sse = _dialect(state, obj).synthesize_chunks(
-                obj,
-                include_usage=state["client_include_usage"],
-                chunk_chars=rule.chunk_chars if rule else chat.DEFAULT_CHUNK_CHARS,
+                obj, include_usage=state["client_include_usage"], chunk_chars=state["settings"]["chunk_chars"]
             )
             body = encode_data(sse)
         except BadResponse as exc:
@@ -425,8 +456,7 @@ class StreamShim:
         if kind != "json":
             _fail_other(flow, state, content)
             return
-        rule = self.rules_by_name(state["rule"])
-        if rule is None or not rule.promote_tool_calls or state["api"] != chat.NAME:
+        if not state["settings"]["promote_tool_calls"] or state["api"] != chat.NAME:
             return
         obj = json.loads(content)
         moved = chat.promote_tool_calls(obj)
@@ -434,6 +464,37 @@ class StreamShim:
             state["upstream_response"] = resp.raw_content
             _set_body(resp, _json_bytes(obj), "application/json")
             _comment(flow, state, f"JSON: tool calls promoted from choice {moved} into choice 0")
+
+    def _buffered_passthrough(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
+        """An SSE answer for a stream client that arrived whole (server replay)."""
+        resp = flow.response
+        assert resp is not None
+        content = _decoded(flow, state)
+        if content is None:
+            return
+        pt = Passthrough(drop_usage=state["injected_usage"])
+        out = pt.feed(content) + pt.close()
+        if out != resp.raw_content:
+            state["upstream_response"] = resp.raw_content
+            _set_body(resp, out, resp.headers.get("content-type", "text/event-stream"))
+        extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
+        _comment(
+            flow,
+            state,
+            f"SSE passthrough (buffered): {pt.events} events{extra}; {pt.summary()}",
+            problem=not pt.complete(),
+        )
+
+    # -- scrubbing --------------------------------------------------------------------------
+    @command.command("streamshim.scrub")
+    def scrub(self, flows: Sequence[mflow.Flow]) -> None:
+        """Mask secrets (auth headers, cookies, configured headers and JSON fields) in flows, their
+        kept originals included, before they are saved or shared."""
+        headers = set(ctx.options.streamshim_scrub_headers)
+        fields = set(ctx.options.streamshim_scrub_fields)
+        for f in flows:
+            if isinstance(f, http.HTTPFlow):
+                scrub_flow(f, headers, fields)
 
 
 # -- helpers ------------------------------------------------------------------------------------

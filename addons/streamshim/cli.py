@@ -2,6 +2,8 @@
 
     streamshim aggregate [FILE] [--api chat|completions] [--partial]
     streamshim synthesize [FILE] [--api …] [--include-usage] [--chunk-chars N]
+    streamshim scrub IN OUT [--header H] [--field F] [--fixture]
+    streamshim replay PATH… [--update]
 
 Errors print one line to stderr naming what and where and exit 1.
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import BinaryIO
 
 from . import DEFAULT_CHUNK_CHARS, aggregate_with_problems, dialects, synthesize
@@ -72,6 +75,59 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scrub(args: argparse.Namespace) -> int:
+    from .recording import read_flows, scrub_flow, to_fixture, write_flows
+
+    try:
+        flows = read_flows(Path(args.infile))
+    except (OSError, ValueError) as exc:
+        print(f"streamshim: {args.infile}: cannot read flows: {exc}", file=sys.stderr)
+        return 1
+    for f in flows:
+        scrub_flow(f, args.header, args.field)
+        if args.fixture:
+            to_fixture(f)
+    write_flows(Path(args.outfile), flows)
+    what = "scrubbed fixture" if args.fixture else "scrubbed"
+    print(f"streamshim: {len(flows)} {what} flow(s) written to {args.outfile}", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .recording import flow_files, read_flows, replay_flow, update_expectation, write_flows
+
+    files = list(flow_files(args.paths))
+    if not files:
+        print("streamshim: no flow files found in " + ", ".join(args.paths), file=sys.stderr)
+        return 1
+    failed = total = 0
+    for path in files:
+        try:
+            flows = read_flows(path)
+        except (OSError, ValueError) as exc:
+            print(f"streamshim: {path}: cannot read flows: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        for i, f in enumerate(flows):
+            total += 1
+            outcome = replay_flow(f, f"{path}#{i}")
+            if outcome.ok:
+                print(f"ok    {outcome.name}")
+                continue
+            if args.update:
+                update_expectation(f, outcome)
+                print(f"updated {outcome.name}")
+                continue
+            failed += 1
+            print(f"DIFF  {outcome.name}")
+            for line in outcome.diffs:
+                print(f"      {line}")
+        if args.update:
+            write_flows(path, flows)
+    print(f"{total - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -105,6 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"characters per content/arguments piece (default {DEFAULT_CHUNK_CHARS})",
     )
     syn.set_defaults(func=cmd_synthesize)
+
+    scr = sub.add_parser("scrub", help="mask secrets in a mitmproxy flow file (headers, JSON fields)")
+    scr.add_argument("infile", help="flow file written by mitmproxy (-w)")
+    scr.add_argument("outfile", help="where to write the scrubbed flows")
+    scr.add_argument(
+        "--header", action="append", default=[], help="one more header name to mask (repeatable)"
+    )
+    scr.add_argument("--field", action="append", default=[], help="a JSON field name to mask (repeatable)")
+    scr.add_argument(
+        "--fixture",
+        action="store_true",
+        help="also make each flow a replay fixture: flow.response becomes the upstream's original "
+        "response (what mitmdump --server-replay serves), what the client got is kept beside it",
+    )
+    scr.set_defaults(func=cmd_scrub)
+
+    rep = sub.add_parser("replay", help="replay recorded upstream responses through the addon and compare")
+    rep.add_argument("paths", nargs="+", help="flow files or folders of them (*.flow, *.mitm)")
+    rep.add_argument(
+        "--update", action="store_true", help="rewrite the expectations after a deliberate change"
+    )
+    rep.set_defaults(func=cmd_replay)
     return parser
 
 

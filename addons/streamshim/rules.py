@@ -67,6 +67,17 @@ class RuleSet:
         return None
 
 
+def rule_settings(rule: Rule | None) -> dict[str, Any]:
+    """What the response path needs of a rule, kept with the flow (rules may reload meanwhile)."""
+    r = rule or Rule("none")
+    return {
+        "upstream": r.upstream,
+        "chunk_chars": r.chunk_chars,
+        "keepalive": r.keepalive,
+        "promote_tool_calls": r.promote_tool_calls,
+    }
+
+
 _FIELDS: dict[str, str] = {
     "name": "a name shown in mitmweb",
     "host": "a glob on the upstream host or host:port",
