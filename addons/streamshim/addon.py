@@ -59,6 +59,11 @@ class StreamShim:
         # flow.id -> finisher of a live stream callable, so that a flow that ends in `error`
         # (client or upstream gone mid-stream) is still recorded; removed on either end
         self._live: dict[str, Callable[[str | None], None]] = {}
+        # scrub settings, copied from the options in `configure` (hooks need no ctx, so the addon
+        # also runs outside mitmproxy, as `streamshim replay` does)
+        self.scrub_on_save = False
+        self.scrub_headers: set[str] = set()
+        self.scrub_fields: set[str] = set()
 
     # -- options and rules ------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -90,6 +95,10 @@ class StreamShim:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if updated & {"streamshim_scrub", "streamshim_scrub_headers", "streamshim_scrub_fields"}:
+            self.scrub_on_save = ctx.options.streamshim_scrub
+            self.scrub_headers = set(ctx.options.streamshim_scrub_headers)
+            self.scrub_fields = set(ctx.options.streamshim_scrub_fields)
         if "streamshim_rules" in updated:
             self._rules_path = ctx.options.streamshim_rules
             try:
@@ -232,7 +241,7 @@ class StreamShim:
         resp = flow.response
         if state is not None and resp is not None:
             self._convert(flow, state, resp)
-        if ctx.options.streamshim_scrub:
+        if self.scrub_on_save:
             self.scrub([flow])
 
     def _convert(self, flow: http.HTTPFlow, state: dict[str, Any], resp: http.Response) -> None:
@@ -267,7 +276,7 @@ class StreamShim:
         elif state is not None:
             state["error"] = msg
             _comment(flow, state, f"{state.get('mode', 'request')}: flow failed: {msg}", problem=True)
-        if ctx.options.streamshim_scrub:
+        if self.scrub_on_save:
             self.scrub([flow])
 
     # -- the paths --------------------------------------------------------------------------
@@ -490,11 +499,9 @@ class StreamShim:
     def scrub(self, flows: Sequence[mflow.Flow]) -> None:
         """Mask secrets (auth headers, cookies, configured headers and JSON fields) in flows, their
         kept originals included, before they are saved or shared."""
-        headers = set(ctx.options.streamshim_scrub_headers)
-        fields = set(ctx.options.streamshim_scrub_fields)
         for f in flows:
             if isinstance(f, http.HTTPFlow):
-                scrub_flow(f, headers, fields)
+                scrub_flow(f, self.scrub_headers, self.scrub_fields)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -280,8 +280,6 @@ def expected_response(flow: http.HTTPFlow) -> dict[str, Any]:
 
 def replay_flow(flow: http.HTTPFlow, name: str = "") -> Outcome:
     """Run the recorded upstream response through the current addon with the recorded rule."""
-    from mitmproxy.test import taddons
-
     from .addon import StreamShim
     from .rules import Rule, RuleSet
 
@@ -302,25 +300,25 @@ def replay_flow(flow: http.HTTPFlow, name: str = "") -> Outcome:
         f.request.content = client_request
     upstream = _upstream_response(flow, state)
     f.response = None
-    with taddons.context(shim):
-        shim.request(f)
-        if (f.request.raw_content or b"") != (flow.request.raw_content or b""):
-            outcome.diffs.append(
-                f"request sent upstream: recorded {_short(flow.request.get_text(strict=False))}, "
-                f"now {_short(f.request.get_text(strict=False))}"
-            )
-        f.response = upstream
-        shim.responseheaders(f)
-        if callable(f.response.stream):
-            out = b""
-            body = upstream.raw_content or b""
-            for piece in [body[i : i + 512] for i in range(0, len(body), 512)] + [b""]:
-                got = f.response.stream(piece)
-                out += got if isinstance(got, bytes) else b"".join(got)
-            f.response.stream = False
-            f.response.raw_content = out
-        else:
-            shim.response(f)
+    # the addon's hooks need no mitmproxy context: run them directly
+    shim.request(f)
+    if (f.request.raw_content or b"") != (flow.request.raw_content or b""):
+        outcome.diffs.append(
+            f"request sent upstream: recorded {_short(flow.request.get_text(strict=False))}, "
+            f"now {_short(f.request.get_text(strict=False))}"
+        )
+    f.response = upstream
+    shim.responseheaders(f)
+    if callable(f.response.stream):
+        out = b""
+        body = upstream.raw_content or b""
+        for piece in [body[i : i + 512] for i in range(0, len(body), 512)] + [b""]:
+            got = f.response.stream(piece)
+            out += got if isinstance(got, bytes) else b"".join(got)
+        f.response.stream = False
+        f.response.raw_content = out
+    else:
+        shim.response(f)
     now = _response_record(f.response)
     expected = expected_response(flow)
     outcome.now = now

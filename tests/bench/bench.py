@@ -1,0 +1,419 @@
+"""What streamshim costs, as ratios against baselines measured in the same run (loopback).
+
+    .venv/bin/python tests/bench/bench.py            # the README table (a few minutes)
+    .venv/bin/python tests/bench/bench.py --quick    # smaller sizes, for a smoke run
+
+Prints a markdown table: scenario, baseline, streamshim, ratio, target. A benchmark, not a test:
+nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(ROOT / "addons"), str(ROOT / "tests")]
+
+from fault_upstream import wait_port  # noqa: E402
+from proxy import free_ports  # noqa: E402
+from upstream import sse_body  # noqa: E402
+
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+RULES = """\
+rules:
+  - name: bench-stream
+    listen_port: {stream}
+    upstream: stream
+  - name: bench-json
+    listen_port: {json}
+    upstream: json
+  - name: bench-as-requested
+    upstream: as-requested
+"""
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def process(args: list[str], port: int, log: Path) -> Iterator[None]:
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            wait_port("127.0.0.1", port, 30)
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def stack(tmp: Path) -> Iterator[dict[str, int]]:
+    """The upstream and four proxies in front of it; returns the port of each."""
+    up, bare, stream_only, shim_asis, shim_stream, shim_json = free_ports(6)
+    (tmp / "rules.yaml").write_text(RULES.format(stream=shim_stream, json=shim_json))
+    mitm = [str(MITMDUMP), "-q", "--listen-host", "127.0.0.1", "--set", "connection_strategy=lazy"]
+    target = f"reverse:http://127.0.0.1:{up}"
+    with (
+        process([sys.executable, str(HERE / "upstream.py"), str(up)], up, tmp / "up.log"),
+        process([*mitm, "--mode", f"{target}@{bare}"], bare, tmp / "bare.log"),
+        process(
+            [*mitm, "-s", str(HERE / "stream_only.py"), "--mode", f"{target}@{stream_only}"],
+            stream_only,
+            tmp / "stream_only.log",
+        ),
+        process(
+            [
+                *mitm,
+                "-s",
+                str(ROOT / "addons" / "streamshim.py"),
+                "--set",
+                f"streamshim_rules={tmp / 'rules.yaml'}",
+                "--mode",
+                f"{target}@{shim_asis}",
+                "--mode",
+                f"{target}@{shim_stream}",
+                "--mode",
+                f"{target}@{shim_json}",
+            ],
+            shim_asis,
+            tmp / "shim.log",
+        ),
+    ):
+        wait_port("127.0.0.1", shim_stream)
+        wait_port("127.0.0.1", shim_json)
+        yield {
+            "direct": up,
+            "bare": bare,
+            "stream_only": stream_only,
+            "shim": shim_asis,
+            "shim_stream": shim_stream,
+            "shim_json": shim_json,
+        }
+
+
+# -- a raw HTTP/1.1 client: one request, timestamps of what arrives ---------------------------------
+
+
+def dechunk(raw: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        end = raw.index(b"\r\n", pos)
+        size = int(raw[pos:end], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(raw[end + 2 : end + 2 + size])
+        pos = end + 4 + size
+
+
+async def request(port: int, model: str, stream: bool) -> tuple[float, float, list[float], bytes]:
+    """(time to first body byte, time to last byte, arrival time of each event end, body)."""
+    body = json.dumps({"model": model, "stream": stream, "messages": []}).encode()
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+    raw = bytearray()
+    head_end = -1
+    first = 0.0
+    arrivals: list[float] = []
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            break
+        now = time.perf_counter()
+        raw += data
+        if head_end < 0:
+            head_end = raw.find(b"\r\n\r\n")
+            if head_end >= 0 and len(raw) > head_end + 4:
+                first = now
+        elif not first:
+            first = now
+        arrivals.extend([now] * data.count(b"\n\n"))
+    last = time.perf_counter()
+    writer.close()
+    head, payload = bytes(raw[:head_end]), bytes(raw[head_end + 4 :])
+    if b"chunked" in head.lower():
+        payload = dechunk(payload)
+    return first - start, last - start, arrivals, payload
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def best(fn: Callable[[], float], repeat: int) -> float:
+    return min(fn() for _ in range(repeat))
+
+
+def med(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+# -- scenarios --------------------------------------------------------------------------------------
+
+
+def passthrough(ports: dict[str, int], n: int, repeat: int) -> list[list[str]]:
+    rows = []
+    eps: dict[str, float] = {}
+    ttfb: dict[str, float] = {}
+    expected = sse_body(n)
+    for name in ("direct", "bare", "stream_only", "shim"):
+        results = [run(request(ports[name], f"sse:{n}", True)) for _ in range(repeat)]
+        assert all(r[3] == expected for r in results), f"{name}: body differs from the upstream's"  # type: ignore[index]
+        eps[name] = statistics.median((n + 3) / r[1] for r in results)  # type: ignore[index]
+        ttfb[name] = statistics.median(r[0] for r in results)  # type: ignore[index]
+    rows.append(
+        [
+            f"1a. passthrough, {n} chunks as fast as possible: events/s",
+            f"stream-only mitmdump {eps['stream_only']:,.0f} (direct {eps['direct']:,.0f}; "
+            f"bare mitmdump {eps['bare']:,.0f}, buffered)",
+            f"{eps['shim']:,.0f}",
+            f"{eps['shim'] / eps['stream_only']:.2f}×",
+            "≥ 0.95×",
+        ]
+    )
+    paced = {
+        name: [run(request(ports[name], "sse:25:20", True)) for _ in range(max(3, repeat))]
+        for name in ("direct", "bare", "stream_only", "shim")
+    }
+    t = {name: statistics.median(r[0] for r in rs) * 1000 for name, rs in paced.items()}  # type: ignore[index]
+    rows.append(
+        [
+            "1b. passthrough, paced 50 chunks/s: time to first byte (ms)",
+            f"stream-only {t['stream_only']:.2f} (direct {t['direct']:.2f}; bare mitmdump {t['bare']:.0f}: "
+            f"waits for the whole stream)",
+            f"{t['shim']:.2f}",
+            f"+{t['shim'] - t['stream_only']:.2f} ms",
+            "≤ +1 ms",
+        ]
+    )
+    return rows
+
+
+def chat_stream(n: int, tools: bool) -> bytes:
+    from streamshim.sse import encode_data
+
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks = [
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
+    ]
+    for i in range(n):
+        if tools:
+            call = {"index": 0, "function": {"arguments": f'"k{i}": {i}, '}}
+            if i == 0:
+                call = {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": "{"},
+                }
+            delta = {"tool_calls": [call]}
+        else:
+            delta = {"content": "tok "}
+        chunks.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return encode_data(chunks)
+
+
+def library(n_content: int, n_tools: int, repeat: int) -> list[list[str]]:
+    from openai._models import construct_type
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+    from streamshim import aggregate
+
+    def ours(body: bytes) -> float:
+        t = time.perf_counter()
+        aggregate(body, "chat")
+        return time.perf_counter() - t
+
+    def sdk(body: bytes) -> float:
+        t = time.perf_counter()
+        state = ChatCompletionStreamState()
+        for line in body.split(b"\n"):
+            if line.startswith(b"data: {"):
+                state.handle_chunk(construct_type(type_=ChatCompletionChunk, value=json.loads(line[6:])))
+        state.get_final_completion()
+        return time.perf_counter() - t
+
+    def floor(body: bytes) -> float:
+        t = time.perf_counter()
+        parts = []
+        for line in body.split(b"\n"):
+            if line.startswith(b"data: {"):
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                parts.append(delta.get("content") or "")
+        "".join(parts)
+        return time.perf_counter() - t
+
+    rows = []
+    for label, n, tools in (("content", n_content, False), ("tool-call", n_tools, True)):
+        body = chat_stream(n, tools)
+        o, s, f = (
+            best(lambda b=body: ours(b), repeat),
+            best(lambda b=body: sdk(b), 2),
+            best(lambda b=body: floor(b), repeat),
+        )
+        rows.append(
+            [
+                f"2. aggregate() a {n:,}-chunk {label} stream: chunks/s",
+                f"SDK {n / s:,.0f}; floor (json.loads + join) {n / f:,.0f}",
+                f"{n / o:,.0f}",
+                f"{s / o:.1f}× the SDK; {o / f:.2f}× the floor's time",
+                "≥ 10× SDK; ≤ 1.5× floor",
+            ]
+        )
+    return rows
+
+
+def memory(n: int) -> list[list[str]]:
+    with tempfile.NamedTemporaryFile(suffix=".sse", delete=False) as fh:
+        fh.write(chat_stream(n, False))
+        path = fh.name
+    code = (
+        f"import resource,sys; sys.path.insert(0, {str(ROOT / 'addons')!r})\n"
+        f"body = open({path!r}, 'rb').read()\n"
+        "from streamshim import aggregate\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "out = aggregate(body, 'chat')\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(before, after, len(body))"
+    )
+    before, after, size = map(int, subprocess.check_output([sys.executable, "-c", code]).split())
+    os.unlink(path)
+    grown = (after - before) * 1024
+    return [
+        [
+            f"2m. peak RSS growth while aggregating {n:,} chunks",
+            f"SSE body {size / 1e6:.1f} MB",
+            f"{grown / 1e6:.1f} MB",
+            f"{grown / size:.2f}× the body",
+            "report",
+        ]
+    ]
+
+
+def end_to_end(ports: dict[str, int], n: int, repeat: int) -> list[list[str]]:
+    def total(port: int, model: str, stream: bool) -> float:
+        return run(request(port, model, stream))[1]  # type: ignore[index]
+
+    agg_base = med(lambda: total(ports["bare"], f"sse:{n}", False), repeat)
+    agg = med(lambda: total(ports["shim_stream"], f"sse:{n}", False), repeat)
+    syn_base = med(lambda: total(ports["bare"], f"json:{n}", True), repeat)
+    syn = med(lambda: total(ports["shim_json"], f"json:{n}", True), repeat)
+    return [
+        [
+            f"3. aggregate mode ({n:,} chunks → JSON): total time (ms)",
+            f"bare mitmdump buffering the SSE {agg_base * 1000:.0f}",
+            f"{agg * 1000:.0f}",
+            f"{agg / agg_base:.2f}×",
+            "≤ 1.2×",
+        ],
+        [
+            f"4. synthesize mode (JSON of {n:,} tokens → SSE): time to last byte (ms)",
+            f"bare mitmdump returning the JSON {syn_base * 1000:.0f}",
+            f"{syn * 1000:.0f}",
+            f"{syn / syn_base:.2f}×",
+            "report",
+        ],
+    ]
+
+
+def concurrency(ports: dict[str, int], streams: int, chunks: int) -> list[list[str]]:
+    expected = sse_body(chunks)
+    pace = 0.02
+
+    async def many(port: int) -> tuple[list[float], int]:
+        results = await asyncio.gather(
+            *(request(port, f"sse:{chunks}:{pace * 1000:.0f}", True) for _ in range(streams))
+        )
+        late: list[float] = []
+        bad = 0
+        for _, _, arrivals, body in results:
+            if body != expected:
+                bad += 1
+            # event 0 is the role chunk; token i is due pace*i after it
+            if arrivals:
+                late.extend(
+                    a - (arrivals[0] + pace * i) for i, a in enumerate(arrivals[1 : chunks + 1], start=1)
+                )
+        return late, bad
+
+    rows = []
+    base_late, base_bad = run(many(ports["stream_only"]))  # type: ignore[misc]
+    shim_late, shim_bad = run(many(ports["shim"]))  # type: ignore[misc]
+
+    def pct(values: list[float], p: float) -> float:
+        return sorted(values)[min(len(values) - 1, int(p * len(values)))] * 1000
+
+    for p in (0.5, 0.99):
+        rows.append(
+            [
+                f"5. {streams} concurrent paced streams × {chunks} chunks: p{p * 100:g} chunk lateness (ms)",
+                f"stream-only mitmdump {pct(base_late, p):.1f}",
+                f"{pct(shim_late, p):.1f}",
+                f"+{pct(shim_late, p) - pct(base_late, p):.1f} ms added",
+                "p99 added ≤ 20 ms",
+            ]
+        )
+    rows.append(
+        [
+            "5. streams whose bytes differ from the upstream's",
+            f"{base_bad} of {streams}",
+            f"{shim_bad} of {streams}",
+            "",
+            "0",
+        ]
+    )
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = ap.parse_args()
+    q = args.quick
+    repeat = 3 if q else 5
+    rows: list[list[str]] = []
+    rows += library(2_000 if q else 20_000, 500 if q else 5_000, repeat)
+    rows += memory(10_000 if q else 100_000)
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as ports:
+        rows += passthrough(ports, 5_000 if q else 50_000, repeat)
+        rows += end_to_end(ports, 2_000 if q else 20_000, repeat)
+        rows += concurrency(ports, 20 if q else 200, 50 if q else 500)
+    import mitmproxy.version
+
+    print(
+        f"streamshim benchmark — Python {sys.version.split()[0]}, mitmproxy {mitmproxy.version.VERSION}, "
+        f"{os.cpu_count()} cores\n"
+    )
+    print("| scenario | baseline | streamshim | ratio | target |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
