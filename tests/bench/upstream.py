@@ -59,9 +59,13 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
+            close = False
             for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
+                lower = line.lower()
+                if lower.startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
+                elif lower.startswith(b"connection:") and b"close" in lower:
+                    close = True
             body = json.loads(await reader.readexactly(length)) if length else {}
             kind, _, rest = str(body.get("model", "sse:10")).partition(":")
             parts = rest.split(":")
@@ -101,6 +105,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 writer.write(_frame(LAST))
             writer.write(b"0\r\n\r\n")
             await writer.drain()
+            if close:
+                break
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
