@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-from proxy import free_port
+from proxy import free_port, stop_process
 from tinymodel import write_tiny_gguf
 
 
@@ -75,11 +75,6 @@ class LlamaServer:
         raise RuntimeError(f"llama_cpp.server did not start:\n{self.log_path.read_text(errors='replace')}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         if hasattr(self, "_log"):
             self._log.close()

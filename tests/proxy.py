@@ -29,6 +29,17 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server subprocess and wait for it (killing it if it will not go)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 
@@ -77,13 +88,7 @@ class Mitmdump:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         if hasattr(self, "_log"):
             self._log.close()
 

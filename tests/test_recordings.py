@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fault_upstream import FaultUpstream, wait_port
-from proxy import ADDON, MITMDUMP, ROOT, Mitmdump, free_port, read_flows
+from fault_upstream import FaultUpstream
+from proxy import ROOT, Mitmdump, read_flows
 from streamshim.dialects import chat
 from streamshim.recording import (
     META,
@@ -110,17 +110,11 @@ def test_no_secret_in_any_committed_recording() -> None:
 def test_offline_server_replay_through_the_addon(tmp_path: Path, name: str, rule: str) -> None:
     recording = ROOT / "recordings" / f"{name}.flow"
     flow = next(iter(read_flows(recording)))
-    port = free_port()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(f"rules:\n  - name: replay\n    upstream: {rule}\n")
-    args = [
-        str(MITMDUMP),
-        "-s",
-        str(ADDON),
-        "--listen-host",
-        "127.0.0.1",
-        "--mode",
-        f"reverse:http://127.0.0.1:9@{port}",  # nothing there: only the replay answers
+    rules = f"rules:\n  - name: replay\n    upstream: {rule}\n"
+    own = Mitmdump(
+        tmp_path,
+        {"r": "http://127.0.0.1:9"},  # nothing listens there: only the replay answers
+        rules,
         "--server-replay",
         str(recording),
         "--set",
@@ -129,25 +123,18 @@ def test_offline_server_replay_through_the_addon(tmp_path: Path, name: str, rule
         "server_replay_ignore_host=true",
         "--set",
         "server_replay_ignore_port=true",
-        "--set",
-        f"streamshim_rules={rules}",
-    ]
-    log = (tmp_path / "mitm.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    ).start()
     try:
-        wait_port("127.0.0.1", port)
         r = httpx.post(
-            f"http://127.0.0.1:{port}{flow.request.path}",
+            f"{own.url('r')}{flow.request.path}",
             timeout=30,
             content=flow.metadata[META]["client_request"],
             headers={"content-type": "application/json"},
         )
     finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
+        own.stop()
     want = expected_response(flow)
-    assert r.status_code == 200, (tmp_path / "mitm.log").read_text()
+    assert r.status_code == 200, own.log()
     got = meaning(r.status_code, list(r.headers.items()), r.content)
     assert got == meaning(want["status"], want["headers"], want["body"])
     assert got["shape"] == ("json" if rule == "stream" else "sse")

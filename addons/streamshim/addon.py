@@ -245,27 +245,35 @@ class StreamShim:
             self.scrub([flow])
 
     def _convert(self, flow: http.HTTPFlow, state: dict[str, Any], resp: http.Response) -> None:
+        """A buffered 2xx body: what it really is (not its label) and what the client asked for
+        choose the conversion."""
         if "mode" not in state:
             self._decide(flow, live=False)
-        mode = state.get("mode")
         if callable(resp.stream):
             return  # streamed: the callable finished the flow
         if resp.stream:
             _comment(
                 flow,
                 state,
-                f"{mode}: switched to streaming by mitmproxy (stream_large_bodies); not converted",
+                f"{state.get('mode')}: switched to streaming by mitmproxy "
+                "(stream_large_bodies); not converted",
                 problem=True,
             )
             return
-        if mode == "synthesize":
-            self._synthesize(flow, state)
-        elif mode == "aggregate":
-            self._aggregate(flow, state)
-        elif mode == "untouched":
-            self._untouched(flow, state)
-        elif mode == "passthrough":
-            self._buffered_passthrough(flow, state)
+        if state["mode"] == "upstream-error":
+            return
+        content = _decoded(flow, state)
+        if content is None:
+            return
+        kind = _sniff(content)
+        if kind == "sse":
+            (self._buffered_passthrough if state["client_stream"] else self._aggregate)(flow, state, content)
+        elif kind != "json":
+            _fail_other(flow, state, content)
+        elif state["client_stream"]:
+            self._synthesize(flow, state, content)
+        else:
+            self._json_for_json_client(flow, state, content)
 
     def error(self, flow: http.HTTPFlow) -> None:
         msg = flow.error.msg if flow.error else "unknown error"
@@ -390,17 +398,10 @@ class StreamShim:
 
         return stream
 
-    def _aggregate(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
+    def _aggregate(self, flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
         resp = flow.response
         assert resp is not None
-        content = _decoded(flow, state)
-        if content is None:
-            return
-        kind = _sniff(content)
-        if kind == "json":  # labelled SSE but a JSON body: already what the client wants
-            _set_body(resp, content, "application/json")
-            _comment(flow, state, "JSON untouched (upstream ignored the stream flag)")
-            return
+        state["mode"] = "aggregate"
         agg = _dialect(state).Aggregator()
         agg.feed(content)
         state["upstream_response"] = resp.raw_content
@@ -416,20 +417,10 @@ class StreamShim:
         warn = f"; {'; '.join(agg.problems)}" if agg.problems else ""
         _comment(flow, state, f"SSE→JSON: {agg.chunks} chunks, {len(content)} B → {len(body)} B{warn}")
 
-    def _synthesize(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
+    def _synthesize(self, flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
         resp = flow.response
         assert resp is not None
-        content = _decoded(flow, state)
-        if content is None:
-            return
-        kind = _sniff(content)
-        if kind == "sse":  # mislabelled SSE: already what the client wants
-            _set_body(resp, content, "text/event-stream", stream_headers=True)
-            _comment(flow, state, "SSE untouched (upstream labelled it as another type)")
-            return
-        if kind != "json":
-            _fail_other(flow, state, content)
-            return
+        state["mode"] = "synthesize"
         obj = json.loads(content)
         state["upstream_response"] = resp.raw_content
         try:
@@ -450,21 +441,13 @@ class StreamShim:
             flow, state, f"JSON→SSE: {body.count(b'data: ') - 1} chunks, {len(content)} B → {len(body)} B"
         )
 
-    def _untouched(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
-        """A JSON client and a non-SSE 2xx: check it is JSON; optionally promote tool calls."""
+    def _json_for_json_client(self, flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
+        """Already the shape the client wants; optionally promote tool calls."""
         resp = flow.response
         assert resp is not None
-        content = _decoded(flow, state)
-        if content is None:
-            return
-        kind = _sniff(content)
-        if kind == "sse":  # SSE labelled as something else
-            state["mode"] = "aggregate"
-            self._aggregate(flow, state)
-            return
-        if kind != "json":
-            _fail_other(flow, state, content)
-            return
+        if _is_sse(resp.headers.get("content-type", "")):  # a JSON body labelled as SSE
+            _set_body(resp, content, "application/json")
+            _comment(flow, state, "JSON labelled as SSE: passed on as JSON")
         if not state["settings"]["promote_tool_calls"] or state["api"] != chat.NAME:
             return
         obj = json.loads(content)
@@ -474,18 +457,15 @@ class StreamShim:
             _set_body(resp, _json_bytes(obj), "application/json")
             _comment(flow, state, f"JSON: tool calls promoted from choice {moved} into choice 0")
 
-    def _buffered_passthrough(self, flow: http.HTTPFlow, state: dict[str, Any]) -> None:
-        """An SSE answer for a stream client that arrived whole (server replay)."""
+    def _buffered_passthrough(self, flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
+        """An SSE answer for a stream client that arrived whole (server replay, or mislabelled)."""
         resp = flow.response
         assert resp is not None
-        content = _decoded(flow, state)
-        if content is None:
-            return
         pt = Passthrough(drop_usage=state["injected_usage"])
         out = pt.feed(content) + pt.close()
         if out != resp.raw_content:
             state["upstream_response"] = resp.raw_content
-            _set_body(resp, out, resp.headers.get("content-type", "text/event-stream"))
+            _set_body(resp, out, "text/event-stream", stream_headers=True, http1=_is_http1(flow))
         extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
         _comment(
             flow,
