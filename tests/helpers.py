@@ -20,3 +20,15 @@ def delta(index: int = 0, finish_reason: str | None = None, **fields: Any) -> di
 
 def sse(*chunks: dict[str, Any], done: bool = True) -> bytes:
     return encode_data(chunks, done=done)
+
+
+def completion(*choices: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """A non-stream chat.completion with these choices."""
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": list(choices),
+        **top,
+    }

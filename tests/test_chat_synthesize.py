@@ -7,6 +7,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+from helpers import completion
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streamshim import aggregate, synthesize
@@ -119,20 +120,14 @@ def test_logprobs_attached_to_their_content_pieces() -> None:
         ],
         "refusal": None,
     }
-    resp = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hello world"},
-                "logprobs": lp,
-                "finish_reason": "stop",
-            }
-        ],
-    }
+    resp = completion(
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello world"},
+            "logprobs": lp,
+            "finish_reason": "stop",
+        }
+    )
     chunks = [c for c in events(synthesize(resp))[:-1]]
     content_chunks = [c["choices"][0] for c in chunks if "content" in c["choices"][0]["delta"]]
     # the tokens spell the content: one token per chunk, each with its own logprob
@@ -143,28 +138,22 @@ def test_logprobs_attached_to_their_content_pieces() -> None:
 
 
 def test_n_choices_refusal_and_function_call() -> None:
-    resp = {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": None, "refusal": "I can't help."},
-                "finish_reason": "stop",
+    resp = completion(
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": None, "refusal": "I can't help."},
+            "finish_reason": "stop",
+        },
+        {
+            "index": 1,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "f", "arguments": '{"q": "long argument"}'},
             },
-            {
-                "index": 1,
-                "message": {
-                    "role": "assistant",
-                    "content": None,
-                    "function_call": {"name": "f", "arguments": '{"q": "long argument"}'},
-                },
-                "finish_reason": "function_call",
-            },
-        ],
-    }
+            "finish_reason": "function_call",
+        },
+    )
     body = synthesize(resp, chunk_chars=5)
     idx = [c["choices"][0]["index"] for c in events(body)[:-1]]
     assert set(idx) == {0, 1}
