@@ -99,6 +99,37 @@ class SSEDecoder:
             if buf[:1] == b"\n":
                 buf = buf[1:]
                 self._line_offset += 1
+        out: list[Event] = []
+        offset = self._line_offset
+        if b"\r" not in buf:
+            # the common framing (LF only): split without keeping ends, and handle data and blank
+            # lines inline; anything else goes through _line
+            lines = buf.split(b"\n")
+            self._buf = lines.pop()
+            data = self._data
+            for line in lines:
+                start = offset
+                offset += len(line) + 1
+                if not line:
+                    if data:
+                        ev = self._dispatch()
+                        data = self._data
+                        if ev is not None:
+                            out.append(ev)
+                    else:
+                        self._event_start = None
+                        self._event_type = ""
+                elif line[:6] == b"data: ":
+                    if self._event_start is None:
+                        self._event_start = start
+                    data.append(line[6:].decode("utf-8", "replace"))
+                else:
+                    ev = self._line(line, start)
+                    data = self._data
+                    if ev is not None:
+                        out.append(ev)
+            self._line_offset = offset
+            return out
         lines = buf.splitlines(keepends=True)
         if lines and not lines[-1].endswith((b"\n", b"\r")):
             self._buf = lines.pop()
@@ -107,8 +138,6 @@ class SSEDecoder:
         if lines and lines[-1].endswith(b"\r"):
             # a CR at the very end may be the first half of a CRLF split across feeds
             self._skip_lf = True
-        out: list[Event] = []
-        offset = self._line_offset
         for raw in lines:
             start = offset
             offset += len(raw)
@@ -174,8 +203,9 @@ class SSEDecoder:
             self._event_type = ""
             return None
         self.events += 1
+        data = self._data
         ev = Event(
-            data="\n".join(self._data),
+            data=data[0] if len(data) == 1 else "\n".join(data),
             event=self._event_type or "message",
             id=self._last_id,
             retry=self._retry,

@@ -48,6 +48,8 @@ class StreamAggregator(ABC):
         self._head = b""
         self._top: dict[str, Any] = {}
         self._closing = False
+        self._settled_keys: set[str] = set()
+        self._extra_keys: list[str] = []
 
     # -- driving ------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -75,7 +77,7 @@ class StreamAggregator(ABC):
             self.problems.append(f"data after [DONE] ignored at {ev.where()}")
             return
         try:
-            obj = json.loads(data)
+            obj = _loads(data)
         except ValueError as exc:
             if self._closing:  # the body ended inside this event's JSON: a cut, not bad JSON
                 self._fail(TruncatedStream, f"stream ended in the middle of an event: {_snippet(data)}", ev)
@@ -140,18 +142,30 @@ class StreamAggregator(ABC):
         )
 
     def _merge_top(self, chunk: dict[str, Any]) -> None:
-        top = self._top
+        if chunk.keys() == self._settled_keys:
+            # the same top-level keys as before, identity fields already known: only the
+            # other fields (usage, provider extras) need a look
+            for key in self._extra_keys:
+                self._merge_top_field(key, chunk[key])
+            return
         for key, value in chunk.items():
-            if key in CHUNK_ONLY_FIELDS:
-                continue
-            if key in IDENTITY_FIELDS:
-                if top.get(key) in (None, "", 0):  # Azure filter chunks: "", 0
-                    top[key] = value
-            elif isinstance(value, dict) and key != "usage" and isinstance(top.get(key), dict):
-                # provider extras spread over chunks (Groq's x_groq: seed first, usage last)
-                top[key] = {**top[key], **value}
-            elif value is not None or key not in top:
+            if key not in CHUNK_ONLY_FIELDS:
+                self._merge_top_field(key, value)
+        top = self._top
+        if all(top.get(k) not in (None, "", 0) for k in chunk.keys() & IDENTITY_FIELDS):
+            self._settled_keys = set(chunk.keys())
+            self._extra_keys = [k for k in chunk if k not in CHUNK_ONLY_FIELDS and k not in IDENTITY_FIELDS]
+
+    def _merge_top_field(self, key: str, value: Any) -> None:
+        top = self._top
+        if key in IDENTITY_FIELDS:
+            if top.get(key) in (None, "", 0):  # Azure filter chunks: "", 0
                 top[key] = value
+        elif isinstance(value, dict) and key != "usage" and isinstance(top.get(key), dict):
+            # provider extras spread over chunks (Groq's x_groq: seed first, usage last)
+            top[key] = {**top[key], **value}
+        elif value is not None or key not in top:
+            top[key] = value
 
     def build_top(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         top = self._top
@@ -181,6 +195,21 @@ class StreamAggregator(ABC):
     @abstractmethod
     def build(self, complete: bool) -> dict[str, Any]:
         """The non-stream response from everything merged so far."""
+
+
+_scan_once = json.JSONDecoder().scan_once
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` without its per-call regex work (a chunk is parsed per event); anything
+    unusual (leading space, an error) goes through ``json.loads`` for the exact message."""
+    try:
+        obj, end = _scan_once(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return obj
 
 
 def _try_json(data: str) -> Any:
