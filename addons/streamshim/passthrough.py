@@ -14,30 +14,35 @@ import re
 import zlib
 from typing import Any
 
-from .sse import DONE, SSEDecoder
+from .sse import SSEDecoder
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
 
 
 class Passthrough:
+    """Forward an SSE body as it arrives, watching it at byte level (no parsing on the hot path).
+
+    The watch counts events (blank lines) and notices ``[DONE]``, a non-null ``finish_reason``
+    and error events or payloads; only a suspected error is parsed, to confirm and describe it.
+    """
+
+    _TAIL = 32  # bytes kept from the previous chunk, so a marker split across chunks is seen
+
     def __init__(self, drop_usage: bool = False) -> None:
         self.drop_usage = drop_usage
-        self.decoder = SSEDecoder()
+        self.events = 0
         self.done = False
+        self.saw_finish = False
         self.errors: list[str] = []
-        self.finished_choices: set[int] = set()
         self.dropped_usage = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self._tail = b""
         self._held = b""
-
-    @property
-    def events(self) -> int:
-        return self.decoder.events
 
     def feed(self, data: bytes) -> bytes:
         self.bytes_in += len(data)
-        self._inspect(data)
+        self._watch(data)
         if not self.drop_usage:
             self.bytes_out += len(data)
             return data
@@ -47,79 +52,76 @@ class Passthrough:
         for m in _EVENT_END.finditer(buf):
             block = buf[end : m.end()]
             end = m.end()
-            if not self._is_usage_only(block):
-                out.append(block)
-            else:
+            if _is_usage_only(block):
                 self.dropped_usage += 1
+            else:
+                out.append(block)
         self._held = buf[end:]
         result = b"".join(out)
         self.bytes_out += len(result)
         return result
 
     def close(self) -> bytes:
-        """End of the upstream body: whatever was held back, and the final inspection."""
-        for ev in self.decoder.close():
-            self._event(ev.event, ev.data)
+        """End of the upstream body: whatever was held back."""
         held, self._held = self._held, b""
-        if held and self.drop_usage and self._is_usage_only(held):
+        if held and _is_usage_only(held):
             self.dropped_usage += 1
             held = b""
         self.bytes_out += len(held)
         return held
 
-    def _inspect(self, data: bytes) -> None:
-        for ev in self.decoder.feed(data):
-            self._event(ev.event, ev.data)
+    def _watch(self, data: bytes) -> None:
+        tail = self._tail
+        window = tail + data
+        self.events += window.count(b"\n\n") - tail.count(b"\n\n")
+        if b"\r" in window:
+            self.events += window.count(b"\r\n\r\n") - tail.count(b"\r\n\r\n")
+        if not self.done and b"[DONE]" in window:
+            self.done = b"data: [DONE]" in window or b"data:[DONE]" in window
+        if not self.saw_finish and (b'"finish_reason":"' in window or b'"finish_reason": "' in window):
+            self.saw_finish = True
+        if b"error" in window:  # one scan; the markers are told apart only then
+            self._suspect(window, len(tail))
+        self._tail = window[-self._TAIL :]
 
-    def _event(self, name: str, data: str) -> None:
-        if data == DONE:
-            self.done = True
+    def _suspect(self, window: bytes, fresh_from: int) -> None:
+        for marker in (b'"error"', b"event: error", b"event:error"):
+            pos = window.find(marker, max(0, fresh_from - len(marker) + 1))
+            if pos < 0:
+                continue
+            after = window[pos + len(marker) : pos + len(marker) + 6].replace(b" ", b"")
+            if marker == b'"error"' and after.startswith((b":null", b":{}", b":false")):
+                continue
+            snippet = window[pos : pos + 200].split(b"\n\n", 1)[0].decode("utf-8", "replace")
+            self.errors.append(f"upstream error near event {self.events}: {snippet}")
             return
-        if name == "error" or data.startswith('{"error"') or '"error":{' in data or '"error": {' in data:
-            try:
-                obj = json.loads(data)
-            except ValueError:
-                obj = None
-            if name == "error" or (isinstance(obj, dict) and obj.get("error")):
-                self.errors.append(f"upstream error event {self.decoder.events}: {data[:200]}")
-                return
-        if '"finish_reason":null' in data and '"finish_reason":"' not in data:
-            return  # the common case, decided without parsing
-        if '"finish_reason"' in data:
-            try:
-                obj = json.loads(data)
-            except ValueError:
-                self.errors.append(f"malformed data at event {self.decoder.events}")
-                return
-            for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
-                if isinstance(choice, dict) and choice.get("finish_reason") is not None:
-                    self.finished_choices.add(choice.get("index", 0))
-
-    @staticmethod
-    def _is_usage_only(block: bytes) -> bool:
-        if b'"usage"' not in block or b'"choices"' not in block:
-            return False
-        dec = SSEDecoder()
-        events = dec.feed(block) + dec.close()
-        if len(events) != 1:
-            return False
-        try:
-            obj = json.loads(events[0].data)
-        except ValueError:
-            return False
-        return isinstance(obj, dict) and obj.get("choices") == [] and obj.get("usage") is not None
 
     def complete(self) -> bool:
-        return not self.errors and (self.done or bool(self.finished_choices))
+        return not self.errors and (self.done or self.saw_finish)
 
     def summary(self) -> str:
         if self.errors:
             return self.errors[0]
         if self.done:
             return "ended with [DONE]"
-        if self.finished_choices:
-            return "ended without [DONE] (all choices finished)"
+        if self.saw_finish:
+            return "ended without [DONE] (a finish_reason arrived)"
         return "ended without [DONE] or finish_reason: truncated"
+
+
+def _is_usage_only(block: bytes) -> bool:
+    """A ``choices: []`` chunk carrying usage: what ``include_usage`` adds at the end."""
+    if b'"usage"' not in block or (b'"choices":[]' not in block and b'"choices": []' not in block):
+        return False
+    dec = SSEDecoder()
+    events = dec.feed(block) + dec.close()
+    if len(events) != 1:
+        return False
+    try:
+        obj = json.loads(events[0].data)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("choices") == [] and obj.get("usage") is not None
 
 
 class StreamDecoder:

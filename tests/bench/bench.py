@@ -353,11 +353,12 @@ def concurrency(ports: dict[str, int], streams: int, chunks: int) -> list[list[s
         for _, _, arrivals, body in results:
             if body != expected:
                 bad += 1
-            # event 0 is the role chunk; token i is due pace*i after it
-            if arrivals:
-                late.extend(
-                    a - (arrivals[0] + pace * i) for i, a in enumerate(arrivals[1 : chunks + 1], start=1)
-                )
+            # token i is due pace*i after token 0; lateness is measured against the stream's own
+            # best case (its earliest token relative to that schedule), so it is >= 0
+            tokens = arrivals[1 : chunks + 1]
+            if tokens:
+                offset = min(a - pace * i for i, a in enumerate(tokens))
+                late.extend(a - pace * i - offset for i, a in enumerate(tokens))
         return late, bad
 
     rows = []
