@@ -292,20 +292,18 @@ def memory(n: int) -> list[list[str]]:
         fh.write(chat_stream(n, False))
         path = fh.name
     code = (
-        f"import resource,sys; sys.path.insert(0, {str(ROOT / 'addons')!r})\n"
+        f"import sys, tracemalloc; sys.path.insert(0, {str(ROOT / 'addons')!r})\n"
         f"body = open({path!r}, 'rb').read()\n"
         "from streamshim import aggregate\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "tracemalloc.start()\n"
         "out = aggregate(body, 'chat')\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(before, after, len(body))"
+        "print(tracemalloc.get_traced_memory()[1], len(body))"
     )
-    before, after, size = map(int, subprocess.check_output([sys.executable, "-c", code]).split())
+    grown, size = map(int, subprocess.check_output([sys.executable, "-c", code]).split())
     os.unlink(path)
-    grown = (after - before) * 1024
     return [
         [
-            f"2m. peak RSS growth while aggregating {n:,} chunks",
+            f"2m. peak memory allocated while aggregating {n:,} chunks",
             f"SSE body {size / 1e6:.1f} MB",
             f"{grown / 1e6:.1f} MB",
             f"{grown / size:.2f}× the body",

@@ -22,6 +22,7 @@ IDENTITY_FIELDS = frozenset({"id", "model", "created", "system_fingerprint", "se
 CHUNK_ONLY_FIELDS = frozenset({"choices", "object", "obfuscation"})
 
 DEFAULT_CHUNK_CHARS = 16
+FEED_SLICE = 64 * 1024
 
 
 def _snippet(data: str | bytes, limit: int = 80) -> str:
@@ -55,8 +56,10 @@ class StreamAggregator(ABC):
     def feed(self, data: bytes) -> None:
         if len(self._head) < 80:
             self._head += data[: 80 - len(self._head)]
-        for ev in self.decoder.feed(data):
-            self.feed_event(ev)
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):  # a whole body is decoded in slices: bounded memory
+            for ev in self.decoder.feed(bytes(view[start : start + FEED_SLICE])):
+                self.feed_event(ev)
 
     def feed_events(self, events: Iterable[Event]) -> None:
         for ev in events:
