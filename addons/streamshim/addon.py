@@ -300,21 +300,21 @@ class StreamShim:
             except ValueError:  # unknown encoding: forward as is, without filtering
                 drop_usage = False
         pt = Passthrough(drop_usage=drop_usage)
-        keep = bytearray()
-        sent = bytearray() if (drop_usage or decode) else keep
+        keep: list[bytes] = []  # what arrived (a list: no re-copying while the stream grows)
+        sent: list[bytes] = [] if (drop_usage or decode) else keep
         live = self._live
 
         def stream(data: bytes) -> bytes | Iterable[bytes]:
             if data:
-                keep.extend(data)
+                keep.append(data)
                 try:
                     plain = decode.feed(data) if decode else data
                 except ValueError as exc:  # corrupt compression mid-stream
                     pt.errors.append(f"cannot decode body: {exc}")
                     return []
                 out = pt.feed(plain)
-                if sent is not keep:
-                    sent.extend(out)
+                if sent is not keep and out:
+                    sent.append(out)
                 return out if out else []
             tail = b""
             if decode is not None:
@@ -323,17 +323,17 @@ class StreamShim:
                 except ValueError as exc:
                     pt.errors.append(f"cannot decode body: {exc}")
             tail += pt.close()
-            if sent is not keep:
-                sent.extend(tail)
+            if sent is not keep and tail:
+                sent.append(tail)
             live.pop(flow.id, None)
             finish(None)
             return tail if tail else []
 
         def finish(error: str | None) -> None:
             if sent is not keep:
-                state["upstream_response"] = bytes(keep)
+                state["upstream_response"] = b"".join(keep)
             if resp.raw_content is None:
-                resp.content = bytes(sent)  # visible in mitmweb and -w files on mitmproxy 11 too
+                resp.content = b"".join(sent)  # visible in mitmweb and -w files on mitmproxy 11 too
             extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
             text = f"SSE passthrough: {pt.events} events, {pt.bytes_in} B in, {pt.bytes_out} B out{extra}; "
             if error is None:
