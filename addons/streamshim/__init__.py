@@ -81,4 +81,9 @@ def synthesize(
     if api is None:
         api = dialects.detect(response) or dialects.chat
     mod = dialects.get(api) if isinstance(api, str) else api
-    return encode_data(mod.synthesize_chunks(response, include_usage=include_usage, chunk_chars=chunk_chars))
+    try:
+        return encode_data(
+            mod.synthesize_chunks(response, include_usage=include_usage, chunk_chars=chunk_chars)
+        )
+    except (TypeError, AttributeError, ValueError, KeyError) as exc:
+        raise BadResponse(f"response has a field of an unexpected type: {exc}") from None

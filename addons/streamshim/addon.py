@@ -32,13 +32,12 @@ from typing import Any
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy import flow as mflow
 
-from . import dialects
+from . import dialects, synthesize
 from .dialects import chat
 from .errors import BadResponse, StreamError
 from .passthrough import Passthrough, StreamDecoder, decode_body
 from .recording import scrub_flow
 from .rules import RulesError, RuleSet, load_rules, rule_settings
-from .sse import encode_data
 
 log = logging.getLogger("streamshim")
 
@@ -424,10 +423,12 @@ class StreamShim:
         obj = json.loads(content)
         state["upstream_response"] = resp.raw_content
         try:
-            sse = _dialect(state, obj).synthesize_chunks(
-                obj, include_usage=state["client_include_usage"], chunk_chars=state["settings"]["chunk_chars"]
+            body = synthesize(
+                obj,
+                _dialect(state, obj),
+                include_usage=state["client_include_usage"],
+                chunk_chars=state["settings"]["chunk_chars"],
             )
-            body = encode_data(sse)
         except BadResponse as exc:
             _fail(
                 flow,

@@ -95,8 +95,12 @@ class StreamAggregator(ABC):
             self._fail(UpstreamErrorEvent, f"upstream sent an error: {_error_text(obj, data)}", ev, err)
             return
         self.chunks += 1
-        self._merge_top(obj)
-        self.add_chunk(obj, ev)
+        try:
+            self._merge_top(obj)
+            self.add_chunk(obj, ev)
+        except (TypeError, AttributeError, ValueError) as exc:  # a field of an unexpected type
+            self.chunks -= 1
+            self._fail(MalformedEvent, f"chunk has an unexpected shape ({exc}): {_snippet(data)}", ev)
 
     def finish(self) -> dict[str, Any]:
         """End of the upstream body. Returns the response or raises ``StreamError``."""
@@ -140,9 +144,17 @@ class StreamAggregator(ABC):
             message,
             event_number=ev.number if ev else None,
             byte_offset=ev.offset if ev else self.decoder.total_bytes,
-            partial=self.build(complete=False) if self.chunks else None,
+            partial=self._partial(),
             upstream_error=upstream_error,
         )
+
+    def _partial(self) -> dict[str, Any] | None:
+        if not self.chunks:
+            return None
+        try:
+            return self.build(complete=False)
+        except (TypeError, AttributeError, ValueError):
+            return None
 
     def _merge_top(self, chunk: dict[str, Any]) -> None:
         if chunk.keys() == self._settled_keys:
