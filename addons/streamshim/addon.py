@@ -274,6 +274,12 @@ class StreamShim:
         else:
             self._json_for_json_client(flow, state, content)
 
+    def done(self) -> None:
+        # every live stream ends in the stream callable's last call or in `error`: none is left
+        (log.warning if self._live else log.info)(
+            "streamshim: %d live stream(s) at shutdown", len(self._live)
+        )
+
     def error(self, flow: http.HTTPFlow) -> None:
         msg = flow.error.msg if flow.error else "unknown error"
         finish = self._live.pop(flow.id, None)
