@@ -187,6 +187,12 @@ class FaultUpstream:
             parts = [encode_data([c], done=False) for c in chat_chunks()[:n]]
             await self._sse(w, *parts, end=False)
             return False
+        if name == "reset":  # the connection drops before any response byte
+            return False
+        if name == "stall":  # headers and one event, then nothing for a long time
+            await self._sse(w, encode_data(chat_chunks()[:1], done=False), end=False)
+            await asyncio.sleep(n or 30)
+            return False
         if name == "error-event":
             return await self._sse(
                 w,

@@ -333,3 +333,71 @@ def test_flows_carry_comment_mark_and_both_sides(fault: FaultUpstream, tmp_path:
 
 def test_gzip_request_compressed_upstream_body(fault: FaultUpstream) -> None:
     assert gzip.decompress(gzip.compress(b"x")) == b"x"  # sanity for the fixture's encoding
+
+
+# -- connection-level faults: mitmproxy answers, the proxy keeps serving ------------------------
+
+
+def still_serving(shim: Mitmdump) -> None:
+    assert post(shim, "asis", "sse", stream=False).json()["choices"][0]["message"]["content"] == TEXT
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reset_before_headers(shim: Mitmdump, stream: bool) -> None:
+    r = post(shim, "stream", "reset", stream=stream)
+    assert r.status_code == 502  # mitmproxy's own answer: no response ever came
+    still_serving(shim)
+
+
+@pytest.mark.parametrize("after", [0, 1, 5])
+def test_disconnect_after_n_chunks(shim: Mitmdump, after: int) -> None:
+    r = post(shim, "stream", f"disconnect:{after}", stream=False)
+    assert r.status_code == 502 and b'"finish_reason": "stop"' not in r.content
+    with pytest.raises(httpx.HTTPError):
+        post(shim, "asis", f"disconnect:{after}", stream=True)
+    still_serving(shim)
+
+
+def test_connection_refused(fault: FaultUpstream, tmp_path: Path) -> None:
+    # lazy: connect when the request is there, so mitmproxy can answer 502 (eager, its default in
+    # reverse mode, drops the client connection when the upstream refuses)
+    own = Mitmdump(
+        tmp_path,
+        {"dead": "http://127.0.0.1:9"},
+        "rules:\n  - name: d\n    upstream: stream\n",
+        "--set",
+        "connection_strategy=lazy",
+    ).start()
+    try:
+        for stream in (False, True):
+            r = post(own, "dead", "sse", stream=stream)
+            assert r.status_code == 502 and b"Connect call failed" in r.content  # mitmproxy's own page
+    finally:
+        own.stop()
+    assert "flow failed: [Errno 111] Connect call failed" in own.log()
+
+
+def test_stalled_upstream_times_out_at_the_client_and_the_proxy_keeps_serving(shim: Mitmdump) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{shim.url('stream')}/v1/chat/completions",
+            json={"model": "stall:20", "messages": []},
+            timeout=httpx.Timeout(30, read=1.5),
+        )
+    still_serving(shim)
+
+
+def test_no_secret_in_the_log(fault: FaultUpstream, tmp_path: Path) -> None:
+    own = Mitmdump(tmp_path, {"s": fault.url}, "rules:\n  - name: s\n    upstream: stream\n").start()
+    try:
+        for model in ("sse", "malformed", "json"):
+            httpx.post(
+                f"{own.url('s')}/v1/chat/completions",
+                headers={"authorization": "Bearer sk-log-secret-0123456"},
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                timeout=30,
+            )
+    finally:
+        own.stop()
+    log = own.log()
+    assert "streamshim [s]" in log and "sk-log-secret" not in log

@@ -106,3 +106,15 @@ def test_10000_aborted_streams_leave_nothing_behind(bench_upstream: str, tmp_pat
     assert "streamshim: 0 live stream(s) at shutdown" in proxy.log()
     # 10,000 flows of ~2 KB each would be ~20 MB if any were kept
     assert after - before < 15_000, f"RSS grew {after - before} kB over 10,000 aborted streams"
+
+
+def test_100_mb_stream_both_ways(bench_upstream: str, tmp_path: Path) -> None:
+    n = 600_000  # ~100 MB of SSE
+    proxy = Mitmdump(tmp_path, {"asis": bench_upstream, "stream": bench_upstream}, RULES).start()
+    try:
+        _, _, _, live = asyncio.run(request(proxy.ports["asis"], f"sse:{n}", True))
+        _, _, _, agg = asyncio.run(request(proxy.ports["stream"], f"sse:{n}", False))
+    finally:
+        proxy.stop()
+    assert len(live) > 100_000_000 and live == sse_body(n)
+    assert json.loads(agg)["choices"][0]["message"]["content"] == "tok " * n
