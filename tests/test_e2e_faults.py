@@ -401,3 +401,30 @@ def test_no_secret_in_the_log(fault: FaultUpstream, tmp_path: Path) -> None:
         own.stop()
     log = own.log()
     assert "streamshim [s]" in log and "sk-log-secret" not in log
+
+
+def test_rules_edited_while_a_flow_is_in_flight(fault: FaultUpstream, tmp_path: Path) -> None:
+    own = Mitmdump(tmp_path, {"s": fault.url}, "rules:\n  - name: first\n    upstream: stream\n").start()
+    try:
+        with httpx.stream(
+            "POST",
+            f"{own.url('s')}/v1/chat/completions",
+            timeout=30,
+            json={"model": "sse-paced", "stream": True, "messages": []},
+        ) as r:
+            chunks = r.iter_raw()
+            first = next(chunks)
+            own.rules_path.write_text("rules:\n  - name: broken\n    upstream: [\n")  # invalid, mid-flight
+            rest = b"".join(chunks)
+        assert first + rest == encode_data(chat_chunks(usage=False))  # finished under its own rule
+        time.sleep(1.1)  # the file is checked at most once a second
+        r2 = post(own, "s", "sse", stream=False)  # the last good rules still apply
+        assert r2.status_code == 200 and r2.json()["choices"][0]["message"]["content"] == TEXT
+        own.rules_path.unlink()
+        time.sleep(1.1)
+        assert post(own, "s", "sse", stream=False).status_code == 200
+    finally:
+        own.stop()
+    log = own.log()
+    assert "rules.yaml:4: invalid YAML" in log and "keeping the last good rules" in log
+    assert "unreadable" in log and "streamshim [first] SSE→JSON" in log
