@@ -1,0 +1,35 @@
+"""The README's commands: the two a newcomer copies, and every documented proxy binds 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CODE = "\n".join(re.findall(r"```sh\n(.*?)```", README, flags=re.S)).replace("\\\n", " ")
+
+
+def commands(tool: str) -> list[str]:
+    lines = [line for line in CODE.splitlines() if not line.lstrip().startswith("#")]
+    return [line for line in lines if re.search(rf"(^|/|\s){tool}\s", line)]
+
+
+def test_every_documented_proxy_listens_on_loopback_only() -> None:
+    mitm = commands("mitmdump") + commands("mitmweb")
+    assert len(mitm) >= 6
+    for line in mitm:
+        assert "--listen-host 127.0.0.1" in line, line
+    for line in commands("mitmweb"):
+        assert "--web-host 127.0.0.1" in line, line
+
+
+def test_the_test_command_is_what_ci_runs() -> None:
+    assert "bash tests/run.sh" in CODE
+    assert "bash tests/run.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_start_command_uses_the_shipped_rules() -> None:
+    start = next(line for line in CODE.splitlines() if line.startswith("python3 -m venv .venv"))
+    assert "pip install -e ." in start and "-s addons/streamshim.py" in start
+    assert "streamshim_rules" not in start  # the default is the shipped rules.yaml
