@@ -153,8 +153,9 @@ class StreamShim:
         dialect = dialects.for_path(req.path)
         if dialect is None:
             return
+        raw = req.get_content() or b""
         try:
-            body = json.loads(req.get_content() or b"")
+            body = json.loads(raw)
         except ValueError:
             log.debug("streamshim: %s %s: body is not JSON, passed through", req.method, req.pretty_url)
             return
@@ -178,7 +179,6 @@ class StreamShim:
             "client_stream": stream,
             "client_include_usage": client_usage,
             "injected_usage": False,
-            "asked": rule.upstream if rule else "as-requested",
             "settings": rule_settings(rule),
         }
         changed = False
@@ -195,7 +195,7 @@ class StreamShim:
             body.pop("stream_options", None)  # OpenAI rejects stream_options without stream
             changed = True
         if changed:
-            state["client_request"] = req.get_content()
+            state["client_request"] = raw
             req.content = json.dumps(body, ensure_ascii=False).encode("utf-8")
         flow.metadata[META] = state
 

@@ -136,7 +136,6 @@ class StreamDecoder:
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             self._zlib = zlib.decompressobj(zlib.MAX_WBITS)
-            self._raw_deflate_ok = True
         elif encoding == "br":
             import brotli  # a mitmproxy dependency
 

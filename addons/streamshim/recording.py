@@ -132,15 +132,19 @@ def to_fixture(flow: http.HTTPFlow) -> None:
         }
     else:
         state["client_response"] = _response_record(resp)
-    upstream_headers = state.get("upstream_headers")
-    if upstream_headers is not None:
-        resp.headers = Headers([(k.encode(), v.encode()) for k, v in upstream_headers])
-    resp.status_code = int(state.get("upstream_status", resp.status_code))
-    original = state.get("upstream_response")
-    if original is not None:
-        resp.raw_content = original
+    _restore_upstream(resp, state)
     resp.stream = False
     state["fixture"] = True
+
+
+def _restore_upstream(resp: http.Response, state: dict[str, Any]) -> None:
+    """Give ``resp`` the upstream's original status, headers and body, as far as they were kept."""
+    if state.get("upstream_headers") is not None:
+        resp.headers = Headers([(k.encode(), v.encode()) for k, v in state["upstream_headers"]])
+    if "upstream_status" in state:
+        resp.status_code = int(state["upstream_status"])
+    if state.get("upstream_response") is not None:
+        resp.raw_content = state["upstream_response"]
 
 
 def _response_record(resp: http.Response) -> dict[str, Any]:
@@ -333,14 +337,8 @@ def replay_flow(flow: http.HTTPFlow, name: str = "") -> Outcome:
 def _upstream_response(flow: http.HTTPFlow, state: dict[str, Any]) -> http.Response:
     assert flow.response is not None
     resp = flow.response.copy()
-    if state.get("fixture"):
-        return resp
-    if state.get("upstream_headers") is not None:
-        resp.headers = Headers([(k.encode(), v.encode()) for k, v in state["upstream_headers"]])
-    if "upstream_status" in state:
-        resp.status_code = int(state["upstream_status"])
-    if state.get("upstream_response") is not None:
-        resp.raw_content = state["upstream_response"]
+    if not state.get("fixture"):
+        _restore_upstream(resp, state)
     return resp
 
 

@@ -76,11 +76,6 @@ class SSEDecoder:
     def last_event_id(self) -> str | None:
         return self._last_id
 
-    @property
-    def pending(self) -> bool:
-        """True while bytes of an unfinished line or event are held back."""
-        return bool(self._buf) or self._event_start is not None
-
     def feed(self, data: bytes) -> list[Event]:
         if not data:
             return []

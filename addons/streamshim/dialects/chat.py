@@ -224,9 +224,6 @@ class _Choice:
             else:
                 self.audio.setdefault(key, item)
 
-    def has_tool_calls(self) -> bool:
-        return bool(self.calls)
-
     def build(self, complete: bool) -> dict[str, Any]:
         message: dict[str, Any] = {"role": self.role or "assistant", "content": None}
         for key in self.seen:
