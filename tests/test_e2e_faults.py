@@ -30,6 +30,16 @@ def post(shim: Mitmdump, label: str, model: str, stream: bool | None = None, **b
     return httpx.post(f"{shim.url(label)}/v1/chat/completions", json=payload, timeout=30)
 
 
+def open_stream(proxy: Mitmdump, label: str, model: str) -> Any:
+    """A streaming request whose body the test reads as it arrives."""
+    return httpx.stream(
+        "POST",
+        f"{proxy.url(label)}/v1/chat/completions",
+        timeout=30,
+        json={"model": model, "stream": True, "messages": []},
+    )
+
+
 def sse_text(body: bytes) -> str:
     return aggregate(body)["choices"][0]["message"]["content"]
 
@@ -98,12 +108,7 @@ def test_passthrough_is_live(shim: Mitmdump, fault: FaultUpstream) -> None:
     # the upstream paces 8 events 50 ms apart; the first must reach the client while the
     # upstream is still sending (a buffering proxy would deliver everything at the end)
     arrivals = []
-    with httpx.stream(
-        "POST",
-        f"{shim.url('asis')}/v1/chat/completions",
-        timeout=30,
-        json={"model": "sse-paced", "stream": True, "messages": []},
-    ) as r:
+    with open_stream(shim, "asis", "sse-paced") as r:
         for _ in r.iter_raw():
             arrivals.append(time.monotonic())
     assert len(arrivals) >= 4, "the body arrived in one piece: the passthrough buffered it"
@@ -406,12 +411,7 @@ def test_no_secret_in_the_log(fault: FaultUpstream, tmp_path: Path) -> None:
 def test_rules_edited_while_a_flow_is_in_flight(fault: FaultUpstream, tmp_path: Path) -> None:
     own = Mitmdump(tmp_path, {"s": fault.url}, "rules:\n  - name: first\n    upstream: stream\n").start()
     try:
-        with httpx.stream(
-            "POST",
-            f"{own.url('s')}/v1/chat/completions",
-            timeout=30,
-            json={"model": "sse-paced", "stream": True, "messages": []},
-        ) as r:
+        with open_stream(own, "s", "sse-paced") as r:
             chunks = r.iter_raw()
             first = next(chunks)
             own.rules_path.write_text("rules:\n  - name: broken\n    upstream: [\n")  # invalid, mid-flight
