@@ -3,6 +3,7 @@ reloading and the hooks, without a network."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -133,7 +134,19 @@ def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
         shim.response(f)
         assert f.response.headers["content-type"] == "application/json"
         assert f.response.json()["choices"][0]["message"]["content"] == "hi"
-        assert f.comment.startswith("streamshim [to-stream] SSE→JSON") and f.marked == ":default:"
+        assert f.comment.splitlines() == [
+            "streamshim [to-stream] SSE→JSON: 2 chunks, 313 B → 172 B",
+            "check upstream: 3 events: 1 error, 0 warnings (usage-missing)",
+        ]
+        # streamshim asked the upstream for usage (include_usage) and none came: the client's JSON
+        # has no usage either, so the flow is marked as a problem
+        assert f.marked == ":warning:"
+        assert f.metadata["streamshim"]["check"] == {
+            "upstream": {
+                "summary": "3 events: 1 error, 0 warnings (usage-missing)",
+                "findings": [["usage-missing", "error", None, "include_usage asked, no chunk carried usage"]],
+            }
+        }
 
         g = flow("json.example", {"model": "m", "stream": True})
         shim.request(g)
@@ -146,6 +159,63 @@ def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
         assert g.response.headers["content-type"].startswith("text/event-stream")
         assert "content-length" not in g.response.headers
         assert aggregate(g.response.content) == resp
+        assert g.comment.splitlines()[1:] == ["check client: 4 events: conforms"]
+        assert g.marked == ":default:"
+
+
+def test_check_marks_and_can_be_off(tmp_path: Path) -> None:
+    body = sse(
+        chunk(delta(role="assistant", content="hi")),
+        chunk(delta(role="assistant", finish_reason="stop")),
+        chunk(usage={"total_tokens": 3}),
+    )
+
+    def run(**opts: object) -> tflow.HTTPFlow:
+        shim = StreamShim()
+        with taddons.context(shim) as tctx:
+            tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)), **opts)
+            f = flow("up.example", {"model": "m", "messages": []})
+            shim.request(f)
+            f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
+            shim.responseheaders(f)
+            shim.response(f)
+            return f
+
+    f = run()
+    assert f.comment.splitlines()[1] == "check upstream: 4 events: 0 errors, 1 warning (role-repeated)"
+    assert f.marked == ":large_orange_diamond:"
+    off = run(streamshim_check=False)
+    assert len(off.comment.splitlines()) == 1 and off.marked == ":default:"
+    assert "check" not in off.metadata["streamshim"]
+
+
+def test_check_runs_after_the_hook_returns(tmp_path: Path) -> None:
+    """In the proxy the check is deferred to the event loop: the response hook (and the client's
+    last bytes) do not wait for it; mitmweb is told about the change with an update."""
+    body = sse(chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")))
+    updated = []
+
+    class Watch:
+        def update(self, flows: list) -> None:
+            updated.extend(flows)
+
+    async def go() -> tflow.HTTPFlow:
+        shim = StreamShim()
+        with taddons.context(shim) as tctx:
+            tctx.master.addons.add(Watch())
+            tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+            f = flow("up.example", {"model": "m", "messages": [], "stream": True})
+            shim.request(f)
+            f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
+            shim.responseheaders(f)
+            shim.response(f)
+            assert "check" not in f.comment and updated == []
+            await asyncio.sleep(0)
+            return f
+
+    f = asyncio.run(go())
+    assert f.comment.splitlines()[-1] == "check upstream: 3 events: 1 error, 0 warnings (usage-missing)"
+    assert updated == [f]
 
 
 def test_passthrough_callable_streams_and_records(tmp_path: Path) -> None:

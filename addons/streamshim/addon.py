@@ -20,6 +20,7 @@ of stream callables; the addon object holds only options and the loaded rules.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -29,14 +30,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mitmproxy import command, ctx, exceptions, http
+from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy import flow as mflow
 
 from . import dialects, synthesize
 from .dialects import chat
 from .errors import BadResponse, StreamError
 from .passthrough import Passthrough, StreamDecoder, decode_body
-from .recording import scrub_flow
+from .recording import check_flow, scrub_flow
 from .rules import RulesError, RuleSet, load_rules, rule_settings
 
 log = logging.getLogger("streamshim")
@@ -46,6 +47,9 @@ SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules.yaml"
 RELOAD_CHECK_SECONDS = 1.0
 MARK_OK = ":default:"
 MARK_PROBLEM = ":warning:"
+MARK_WARNING = ":large_orange_diamond:"  # conformance warnings only
+CHECK_MAX_BYTES = 64 * 1024 * 1024  # larger streams are not checked in the proxy
+CHECK_KEEP = 50  # findings kept in the flow's metadata (the comment has the counts)
 
 StreamCallable = Callable[[bytes], bytes | Iterable[bytes]]
 
@@ -63,6 +67,7 @@ class StreamShim:
         self.scrub_on_save = False
         self.scrub_headers: set[str] = set()
         self.scrub_fields: set[str] = set()
+        self.check_streams = True
 
     # -- options and rules ------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -87,6 +92,16 @@ class StreamShim:
             "streamshim_scrub_headers", Sequence[str], [], "More header names to mask when scrubbing."
         )
         loader.add_option(
+            "streamshim_check",
+            bool,
+            True,
+            "Check every chat/completions SSE stream (the upstream's, and the client's when streamshim "
+            "made it) against the OpenAI chunk contract once the flow has ended, without delaying it. "
+            "The result is appended to the flow's comment, the flow is marked :warning: on an error "
+            "finding and :large_orange_diamond: on warnings only, and the findings are kept in the "
+            "flow's metadata (streamshim.check). `streamshim check FILE` does the same on saved flows.",
+        )
+        loader.add_option(
             "streamshim_scrub_fields",
             Sequence[str],
             [],
@@ -94,6 +109,8 @@ class StreamShim:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "streamshim_check" in updated:
+            self.check_streams = ctx.options.streamshim_check
         if updated & {"streamshim_scrub", "streamshim_scrub_headers", "streamshim_scrub_fields"}:
             self.scrub_on_save = ctx.options.streamshim_scrub
             self.scrub_headers = set(ctx.options.streamshim_scrub_headers)
@@ -240,6 +257,7 @@ class StreamShim:
         resp = flow.response
         if state is not None and resp is not None:
             self._convert(flow, state, resp)
+            self._check_after(flow)
         if self.scrub_on_save:
             self.scrub([flow])
 
@@ -286,11 +304,57 @@ class StreamShim:
         state = flow.metadata.get(META)
         if finish is not None:
             finish(msg)
+            self._check_after(flow)
         elif state is not None:
             state["error"] = msg
             _comment(flow, state, f"{state.get('mode', 'request')}: flow failed: {msg}", problem=True)
         if self.scrub_on_save:
             self.scrub([flow])
+
+    # -- conformance ------------------------------------------------------------------------
+    def _check_after(self, flow: http.HTTPFlow) -> None:
+        """Check the flow's streams once this hook has returned (the client's last bytes are not
+        held back by it); outside a running event loop (``streamshim replay``), now."""
+        if not self.check_streams:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._check(flow, notify=False)
+        else:
+            loop.call_soon(self._check, flow, True)
+
+    def _check(self, flow: http.HTTPFlow, notify: bool) -> None:
+        state = flow.metadata.get(META)
+        if state is None or flow.response is None:
+            return
+        size = max(len(flow.response.raw_content or b""), len(state.get("upstream_response") or b""))
+        if size > CHECK_MAX_BYTES:
+            reports = {}
+            summary = f"check skipped: {size} B is over {CHECK_MAX_BYTES} B"
+        else:
+            reports = check_flow(flow)
+            summary = "; ".join(f"check {side}: {r.summary()}" for side, r in reports.items())
+        if not summary:
+            return
+        state["check"] = {
+            side: {
+                "summary": r.summary(),
+                "findings": [[f.code, f.severity, f.event, f.message] for f in r.findings[:CHECK_KEEP]],
+            }
+            for side, r in reports.items()
+        }
+        flow.comment = f"{flow.comment}\n{summary}" if flow.comment else summary
+        if any(r.errors for r in reports.values()):
+            flow.marked = MARK_PROBLEM
+        elif any(r.findings for r in reports.values()) and flow.marked != MARK_PROBLEM:
+            flow.marked = MARK_WARNING
+        errors = any(r.errors for r in reports.values())
+        (log.warning if errors else log.info)(
+            "%s %s: %s", flow.request.method, flow.request.pretty_url, summary
+        )
+        if notify:  # mitmweb shows the change
+            ctx.master.addons.trigger(hooks.UpdateHook([flow]))
 
     # -- the paths --------------------------------------------------------------------------
     def _passthrough(self, flow: http.HTTPFlow, state: dict[str, Any], drop_usage: bool) -> StreamCallable:

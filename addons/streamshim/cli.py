@@ -4,8 +4,11 @@
     streamshim synthesize [FILE] [--api …] [--include-usage] [--chunk-chars N]
     streamshim scrub IN OUT [--header H] [--field F] [--fixture]
     streamshim replay PATH… [--update]
+    streamshim check FILE… [--side …] [--usage-asked|--no-usage-asked] [--n N] [--all]
+    streamshim diff A B [--side upstream|client]
 
-Errors print one line to stderr naming what and where and exit 1.
+Errors print one line to stderr naming what and where and exit 1; ``check`` and ``diff`` exit 1
+on an error finding or a difference and 2 on input they cannot read.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from . import DEFAULT_CHUNK_CHARS, aggregate_with_problems, dialects, synthesize
+from .check import Report
 from .errors import BadResponse, StreamError
+from .meaning import compare, meaning
+from .recording import Side, check_side
 
 
-def _read(path: str | None) -> tuple[str, bytes]:
+def _read(path: str | None, exit_code: int = 1) -> tuple[str, bytes]:
     if path in (None, "-"):
         stdin: BinaryIO = sys.stdin.buffer
         return "<stdin>", stdin.read()
@@ -29,7 +36,12 @@ def _read(path: str | None) -> tuple[str, bytes]:
         with open(path, "rb") as fh:
             return path, fh.read()
     except OSError as exc:
-        raise SystemExit(f"streamshim: {path}: cannot read: {exc.strerror}") from None
+        _exit(f"{path}: cannot read: {exc.strerror}", exit_code)
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    print(f"streamshim: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
 def _print_json(obj: object) -> None:
@@ -128,6 +140,122 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# -- check and diff: SSE/JSON body files or mitmproxy flow files --------------------------------
+
+
+@dataclass
+class _Input:
+    name: str  # "file", "file#3 upstream"
+    side: Side
+
+
+def _inputs(path: str, sides: Sequence[str]) -> list[_Input]:
+    """A body file is one input; a flow file gives the chosen sides of each of its flows."""
+    from .recording import flow_sides, read_flows
+
+    name, data = _read(path, exit_code=2)
+    if not _looks_like_flows(data):
+        return [_Input(name, Side("file", b"", 200, [], data))]
+    try:
+        flows = read_flows(Path(path))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"streamshim: {path}: neither an SSE/JSON body nor a readable flow file: {exc}"
+        ) from None
+    out = []
+    for i, f in enumerate(flows):
+        got = flow_sides(f)
+        if not got:
+            print(f"streamshim: {path}#{i}: no response in the flow (skipped)", file=sys.stderr)
+        out += [_Input(f"{path}#{i} {s}", got[s]) for s in sides if s in got]
+    return out
+
+
+def _looks_like_flows(data: bytes) -> bool:
+    """mitmproxy flow files are tnetstrings: digits, a colon, then a dict (``}`` at the end)."""
+    head = data[:12]
+    colon = head.find(b":")
+    return colon > 0 and head[:colon].isdigit() and data.rstrip()[-1:] == b"}"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    sides = ("upstream", "client") if args.side == "both" else (args.side,)
+    errors = checked = 0
+    for path in args.files:
+        seen: set[bytes] = set()
+        for item in _inputs(path, sides):
+            if item.side.body in seen:
+                continue  # the same stream as the side before: a flow streamshim left untouched
+            seen.add(item.side.body)
+            try:
+                report = check_side(item.side, args.api, usage_asked=args.usage_asked, n=args.n)
+            except ValueError as exc:
+                print(f"{item.name}: {exc}")
+                errors += 1
+                continue
+            if report is None:
+                continue  # a JSON side
+            checked += 1
+            errors += bool(report.errors)
+            _print_report(item.name, report, args.all)
+    if not checked:
+        print("streamshim: no SSE stream found in " + ", ".join(args.files), file=sys.stderr)
+        return 2
+    return 1 if errors else 0
+
+
+def _print_report(name: str, report: Report, show_all: bool, per_code: int = 3) -> None:
+    print(f"{name}: {report.api} stream, {report.summary()}")
+    if not report.findings:
+        return
+    print(f"  {'event':>6}  {'severity':<8}  {'code':<32}  message")
+    shown: dict[str, int] = {}
+    for f in report.findings:
+        shown[f.code] = shown.get(f.code, 0) + 1
+        if show_all or shown[f.code] <= per_code:
+            event = "-" if f.event is None else str(f.event)
+            print(f"  {event:>6}  {f.severity:<8}  {f.code:<32}  {f.message}")
+    for code, count in shown.items():
+        if not show_all and count > per_code:
+            print(f"  {'':>6}  {'':<8}  {code:<32}  … {count - per_code} more (--all shows them)")
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    a, b = _inputs(args.a, (args.side,)), _inputs(args.b, (args.side,))
+    if len(a) != len(b):
+        print(
+            f"streamshim: {args.a} holds {len(a)} response(s), {args.b} holds {len(b)}: "
+            "flows are compared in pairs, in order",
+            file=sys.stderr,
+        )
+        return 2
+    differ = 0
+    for x, y in zip(a, b, strict=True):
+        mx, my = (meaning(i.side.status, i.side.headers, i.side.body) for i in (x, y))
+        diffs, notes = compare(mx, my)
+        shapes = f"{mx.get('shape', '?')} vs {my.get('shape', '?')}"
+        print(f"{'DIFF' if diffs else 'same'}  A={x.name}  B={y.name}  ({shapes})")
+        for line in diffs + [f"note: {n}" for n in notes]:
+            print(f"      {line}")
+        if not diffs:
+            print(f"      {_gist(mx)}")
+        differ += bool(diffs)
+    return 1 if differ else 0
+
+
+def _gist(m: dict[str, object]) -> str:
+    """What both sides agree on, in one line."""
+    choices = m.get("choices")
+    if not isinstance(choices, list):
+        return f"status {m.get('status')}" + (f", error {m['error']!r}" if "error" in m else "")
+    parts = [f"status {m.get('status')}", f"{len(choices)} choice(s)"]
+    for c in choices:
+        calls = len(c.get("tool_calls") or ())
+        text = c.get("content") or ""
+        parts.append(f"finish_reason {c.get('finish_reason')!r}, {len(text)} chars, {calls} tool call(s)")
+    return ", ".join(parts)
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -183,6 +311,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--update", action="store_true", help="rewrite the expectations after a deliberate change"
     )
     rep.set_defaults(func=cmd_replay)
+
+    chk = sub.add_parser(
+        "check",
+        help="conformance of SSE streams to the OpenAI chunk contract (codes, severity, event number)",
+        description="Check chat/completions SSE streams. FILE is an SSE body or a mitmproxy flow file "
+        "(every flow in it: the upstream's stream and, when streamshim made one, the client's). "
+        "Exits 1 when any stream has an error finding.",
+    )
+    chk.add_argument("files", nargs="+", metavar="FILE", help="SSE body or flow file (- for stdin)")
+    chk.add_argument("--api", choices=list(dialects.DIALECTS), help=api_help)
+    chk.add_argument(
+        "--side",
+        choices=("both", "upstream", "client"),
+        default="both",
+        help="in flow files: which stream to check (default both)",
+    )
+    usage = chk.add_mutually_exclusive_group()
+    usage.add_argument(
+        "--usage-asked",
+        dest="usage_asked",
+        action="store_true",
+        default=None,
+        help="expect a usage chunk (default: from the flow's request; unknown for a body file)",
+    )
+    usage.add_argument("--no-usage-asked", dest="usage_asked", action="store_false", help="expect none")
+    chk.add_argument("--n", type=_positive, help="choices asked for (default: from the flow's request)")
+    chk.add_argument("--all", action="store_true", help="list every finding (default: 3 per code)")
+    chk.set_defaults(func=cmd_check)
+
+    dif = sub.add_parser(
+        "diff",
+        help="compare what two responses mean (stream or JSON): content, reasoning, tool calls, ...",
+        description="Compare two responses by meaning: content, reasoning, tool calls (name and parsed "
+        "arguments), finish_reason, usage (when both carry it), error. A and B are SSE/JSON body files "
+        "or flow files (compared flow by flow, in order). Exits 1 when they differ.",
+    )
+    dif.add_argument("a", help="SSE/JSON body or flow file")
+    dif.add_argument("b", help="SSE/JSON body or flow file")
+    dif.add_argument(
+        "--side",
+        choices=("upstream", "client"),
+        default="upstream",
+        help="in flow files: the server's answer (upstream, default) or what the client got",
+    )
+    dif.set_defaults(func=cmd_diff)
     return parser
 
 

@@ -20,8 +20,9 @@ from typing import Any
 from mitmproxy import http, io
 from mitmproxy.http import Headers
 
-from . import aggregate
-from .errors import StreamError
+from . import dialects
+from .check import Report, check_stream, request_expectations
+from .meaning import _short, decoded, diff_meaning, is_sse, meaning
 
 META = "streamshim"
 MASK = "[scrubbed]"
@@ -177,6 +178,73 @@ def flow_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
+# -- the two sides of a flow ---------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One exchange of a flow: what was asked (request body) and the response (as sent)."""
+
+    name: str  # "upstream" or "client"
+    request: bytes
+    status: int
+    headers: list[list[str]]
+    body: bytes  # as on the wire (content-encoding not removed)
+
+
+def flow_sides(flow: http.HTTPFlow) -> dict[str, Side]:
+    """The upstream exchange (what the server was asked and answered) and the client exchange
+    (what the client asked and got), for a flow as mitmproxy saved it or in fixture form. A flow
+    streamshim did not touch has the same exchange on both sides."""
+    if flow.response is None:
+        return {}
+    state = flow.metadata.get(META) or {}
+    up = _response_record(_upstream_response(flow, state))
+    client = expected_response(flow)
+    sent = flow.request.raw_content or b""
+    asked = state.get("client_request")
+    return {
+        "upstream": Side("upstream", sent, up["status"], up["headers"], up["body"]),
+        "client": Side(
+            "client",
+            asked if asked is not None else sent,
+            client["status"],
+            client["headers"],
+            client["body"],
+        ),
+    }
+
+
+def check_side(side: Side, api: str | None = None, **expect: Any) -> Report | None:
+    """The conformance report of one side's stream; ``None`` when that side is not SSE.
+    ``expect`` (usage_asked, n) overrides what the side's request asked for. Raises ``ValueError``
+    for a body whose content-encoding is corrupt."""
+    body = decoded(side.headers, side.body)
+    if not is_sse(side.headers, body):
+        return None
+    usage, n = request_expectations(side.request) if side.request else (None, None)
+    kwargs = {"usage_asked": usage, "n": n} | {k: v for k, v in expect.items() if v is not None}
+    return check_stream(body, api, **kwargs)
+
+
+def check_flow(flow: http.HTTPFlow) -> dict[str, Report]:
+    """Check the upstream's stream and, when streamshim made or changed it, the client's."""
+    mod = dialects.for_path(flow.request.path)
+    out: dict[str, Report] = {}
+    seen: set[bytes] = set()
+    for name, side in flow_sides(flow).items():
+        if side.body in seen:
+            continue
+        seen.add(side.body)
+        try:
+            report = check_side(side, mod.NAME if mod else None)
+        except ValueError:
+            continue  # undecodable: the conversion already said so on the flow
+        if report is not None:
+            out[name] = report
+    return out
+
+
 # -- replay -------------------------------------------------------------------------------------
 
 
@@ -189,88 +257,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.diffs
-
-
-def meaning(status: int, headers: Iterable[Iterable[str]], body: bytes) -> dict[str, Any]:
-    """What a client response means: status, shape, and per choice content, reasoning, tool calls
-    (name + parsed arguments), finish_reason; usage; or the error it carries."""
-    ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
-    enc = next((v for k, v in headers if k.lower() == "content-encoding"), "")
-    if enc:
-        from .passthrough import decode_body
-
-        try:
-            body = decode_body(body, enc)
-        except ValueError as exc:
-            return {"status": status, "error": f"undecodable {enc} body: {exc}"}
-    out: dict[str, Any] = {"status": status}
-    text = body.lstrip()
-    if "event-stream" in ctype or text.startswith((b"data:", b":")):
-        out["shape"] = "sse"
-        try:
-            resp = aggregate(body)
-        except StreamError as exc:
-            out["error"] = f"{exc.kind}: {exc.message}"
-            resp = exc.partial or {}
-    else:
-        out["shape"] = "json"
-        try:
-            resp = json.loads(body)
-        except ValueError:
-            return {**out, "shape": "other", "body": body[:200].decode("utf-8", "replace")}
-    if not isinstance(resp, dict):
-        return {**out, "body": resp}
-    if "error" in resp:
-        err = resp["error"]
-        out["error"] = err.get("message") if isinstance(err, dict) else err
-    choices = []
-    for c in resp.get("choices") or []:
-        m = c.get("message") or {}
-        item: dict[str, Any] = {"content": m.get("content", c.get("text"))}
-        for key in ("reasoning_content", "reasoning", "refusal"):
-            if m.get(key):
-                item[key] = m[key]
-        calls = [(tc.get("function") or {}) for tc in m.get("tool_calls") or []]
-        if calls:
-            item["tool_calls"] = [(fn.get("name"), _parse_args(fn.get("arguments"))) for fn in calls]
-        item["finish_reason"] = c.get("finish_reason")
-        choices.append(item)
-    if "choices" in resp:
-        out["choices"] = choices
-    if resp.get("usage") is not None:
-        out["usage"] = resp["usage"]
-    return out
-
-
-def _parse_args(args: Any) -> Any:
-    if isinstance(args, str):
-        try:
-            return json.loads(args)
-        except ValueError:
-            return args
-    return args
-
-
-def diff_meaning(recorded: Any, now: Any, path: str = "") -> list[str]:
-    if isinstance(recorded, dict) and isinstance(now, dict):
-        out = []
-        for key in [*recorded, *(k for k in now if k not in recorded)]:
-            out += diff_meaning(recorded.get(key, "<absent>"), now.get(key, "<absent>"), f"{path}.{key}")
-        return out
-    if isinstance(recorded, list) and isinstance(now, list) and len(recorded) == len(now):
-        return [
-            d
-            for i, (a, b) in enumerate(zip(recorded, now, strict=True))
-            for d in diff_meaning(a, b, f"{path}[{i}]")
-        ]
-    if recorded != now:
-        return [f"{path.lstrip('.') or 'response'}: recorded {_short(recorded)}, now {_short(now)}"]
-    return []
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 160 else text[:157] + "…"
 
 
 def expected_response(flow: http.HTTPFlow) -> dict[str, Any]:
