@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from llama import LlamaServer, llama_python
 from proxy import Mitmdump
+from streamshim.recording import write_flows
+from test_cli import run as run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -187,3 +190,41 @@ def test_as_requested_passthrough_and_async_client(llama: LlamaServer, proxy: Mi
     assert asyncio.run(run(proxy.url("asis"))) == direct
     assert asyncio.run(run(proxy.url("stream"))) == direct
     assert direct[0] == direct[1]
+
+
+def test_check_and_diff_show_stream_equals_non_stream(llama: LlamaServer, tmp_path: Path) -> None:
+    """The gist's trick as a tool: the same request once streamed and once not, captured through
+    mitmdump; ``streamshim diff`` says they mean the same, ``streamshim check`` flags the server's
+    repeated tool-call id/name as warnings (not errors), and so did the proxy, in its log."""
+    kw = {**BASE, **CASES["tool"]}
+    m = Mitmdump(
+        tmp_path, {"asis": llama.url}, "rules:\n  - name: as-requested\n    upstream: as-requested\n"
+    )
+    m.start()
+    try:
+        c = client(m.url("asis"))
+        list(c.chat.completions.create(stream=True, **kw))
+        c.chat.completions.create(**kw)
+    finally:
+        m.stop()  # mitmdump's -w file is complete once it exits
+    flows = m.flows()
+    assert [f.request.json().get("stream") for f in flows] == [True, None]
+    a, b = tmp_path / "stream.flow", tmp_path / "json.flow"
+    write_flows(a, flows[:1])
+    write_flows(b, flows[1:])
+
+    diff = run_cli("diff", str(a), str(b))
+    assert diff.returncode == 0, diff.stdout
+    out = diff.stdout.decode().splitlines()
+    assert out[0].startswith("same  A=") and out[0].endswith("(sse vs json)")
+    assert out[-1] == "      status 200, 1 choice(s), finish_reason 'tool_calls', 0 chars, 1 tool call(s)"
+
+    check = run_cli("check", str(a), str(b))
+    text = check.stdout.decode()
+    assert check.returncode == 0, text  # warnings only
+    header = text.splitlines()[0]
+    assert header.startswith(f"{a}#0 upstream: chat stream, ") and ": 0 errors, " in header
+    assert "(tool-call-repeated-id ×" in header and ", tool-call-repeated-name ×" in header
+    # the proxy ran the same check when the flow ended
+    logged = [line for line in m.log().splitlines() if "check upstream:" in line]
+    assert len(logged) == 1 and header.split(", ", 1)[1] in logged[0], logged
