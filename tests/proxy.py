@@ -14,6 +14,7 @@ from mitmproxy import http, io
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "streamshim.py"
+FLUSH_SAVES = Path(__file__).with_name("flush_saves.py")
 MITMDUMP = Path(sys.executable).with_name("mitmdump")
 
 
@@ -67,6 +68,8 @@ class Mitmdump:
             str(MITMDUMP),
             "-s",
             str(ADDON),
+            "-s",
+            str(FLUSH_SAVES),
             "--listen-host",
             "127.0.0.1",
             "-w",
