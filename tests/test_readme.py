@@ -33,3 +33,10 @@ def test_the_start_command_uses_the_shipped_rules() -> None:
     start = next(line for line in CODE.splitlines() if line.startswith("python3 -m venv .venv"))
     assert "pip install -e ." in start and "-s addons/streamshim.py" in start
     assert "streamshim_rules" not in start  # the default is the shipped rules.yaml
+
+
+def test_every_check_code_is_documented_with_its_severity() -> None:
+    from streamshim.check import CODES
+
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (error|warning) \|", README, flags=re.M))
+    assert rows == {code: severity for code, (severity, _) in CODES.items()}
