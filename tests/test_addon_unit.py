@@ -84,6 +84,26 @@ def test_bad_edit_keeps_last_good_rules_and_reload_command(
         assert "unreadable" in caplog.text and [r.name for r in shim.rules.rules] == ["only"]
 
 
+def test_rules_file_made_unreadable_keeps_last_good_rules(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file turns into something that cannot be read (here a directory: as root, a chmod
+    would not stop the read): one clear error naming the file, the last good rules stay."""
+    shim = StreamShim()
+    path = write(tmp_path / "r.yaml", RULES)
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(path))
+        path.unlink()
+        path.mkdir()
+        with caplog.at_level(logging.ERROR, "streamshim"):
+            shim.reload()
+        assert f"{path}: cannot read rules file: Is a directory; keeping the last good rules" in caplog.text
+        assert [r.name for r in shim.rules.rules] == ["to-stream", "to-json"]
+        f = flow("up.example", {"model": "m", "messages": []})
+        shim.request(f)
+        assert f.request.json()["stream"] is True  # still served by the last good rules
+
+
 def test_request_rewrite_to_stream_and_back(tmp_path: Path) -> None:
     shim = StreamShim()
     with taddons.context(shim) as tctx:

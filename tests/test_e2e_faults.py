@@ -428,3 +428,18 @@ def test_rules_edited_while_a_flow_is_in_flight(fault: FaultUpstream, tmp_path: 
     log = own.log()
     assert "rules.yaml:4: invalid YAML" in log and "keeping the last good rules" in log
     assert "unreadable" in log and "streamshim [first] SSE→JSON" in log
+
+
+@pytest.mark.slow
+def test_huge_client_body_is_rewritten_and_answered(shim: Mitmdump, fault: FaultUpstream) -> None:
+    """A 32 MB request (a long conversation): the stream flag is rewritten without losing a byte
+    of the messages, in both directions, and the answers are converted as usual."""
+    text = "x" * (32 * 1024 * 1024)
+    r = post(shim, "stream", "sse", stream=False, messages=[{"role": "user", "content": text}])
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == TEXT
+    sent = fault.last().json()
+    assert sent["stream"] is True and sent["messages"][0]["content"] == text
+    r = post(shim, "json", "json", stream=True, messages=[{"role": "user", "content": text}])
+    assert r.status_code == 200 and sse_text(r.content) == TEXT
+    sent = fault.last().json()
+    assert sent["stream"] is False and sent["messages"][0]["content"] == text
