@@ -8,6 +8,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The browser tier (tests/test_mitmweb_browser.py) drives Debian's chromium, headless. Install it
+# when it is missing and apt-get is at hand (as root, or with passwordless sudo); without it those
+# tests skip, saying why.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    as_root=""
+    [ "$(id -u)" -eq 0 ] || as_root="sudo -n"
+    echo "== installing chromium (apt-get) for the mitmweb browser tests"
+    apt_install() { $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }
+    if ! apt_install; then
+        $as_root apt-get update -q >/dev/null 2>&1 || true
+        apt_install || echo "== could not install chromium: the browser tests will skip"
+    fi
+fi
+
 suite() {
     local py=$1 venv=$2 extras=$3
     shift 3

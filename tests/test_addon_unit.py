@@ -145,7 +145,7 @@ def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
     shim = StreamShim()
     body = sse(chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")))
     with taddons.context(shim) as tctx:
-        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)), streamshim_check="on")
         f = flow("up.example", {"model": "m", "messages": []})
         shim.request(f)
         f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
@@ -190,10 +190,12 @@ def test_check_marks_and_can_be_off(tmp_path: Path) -> None:
         chunk(usage={"total_tokens": 3}),
     )
 
-    def run(**opts: object) -> tflow.HTTPFlow:
+    def run(check: str = "on") -> tflow.HTTPFlow:
         shim = StreamShim()
         with taddons.context(shim) as tctx:
-            tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)), **opts)
+            tctx.configure(
+                shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)), streamshim_check=check
+            )
             f = flow("up.example", {"model": "m", "messages": []})
             shim.request(f)
             f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
@@ -204,9 +206,26 @@ def test_check_marks_and_can_be_off(tmp_path: Path) -> None:
     f = run()
     assert f.comment.splitlines()[1] == "check upstream: 4 events: 0 errors, 1 warning (role-repeated)"
     assert f.marked == ":large_orange_diamond:"
-    off = run(streamshim_check=False)
+    off = run("off")
     assert len(off.comment.splitlines()) == 1 and off.marked == ":default:"
     assert "check" not in off.metadata["streamshim"]
+
+
+def test_check_is_on_where_flows_are_looked_at() -> None:
+    """auto: on in mitmweb and the console UI, off in mitmdump (the hot path)."""
+    from mitmproxy.tools.dump import DumpMaster
+    from mitmproxy.tools.web.master import WebMaster
+
+    async def under(master_cls: type) -> bool:
+        shim = StreamShim()
+        with taddons.context(shim) as tctx:
+            tctx.master.__class__ = master_cls  # what `ctx.master` is in that tool
+            tctx.configure(shim, streamshim_check="on")
+            tctx.configure(shim, streamshim_check="auto")
+            return shim.check_streams
+
+    assert asyncio.run(under(DumpMaster)) is False
+    assert asyncio.run(under(WebMaster)) is True
 
 
 def test_check_runs_after_the_hook_returns(tmp_path: Path) -> None:
@@ -223,7 +242,9 @@ def test_check_runs_after_the_hook_returns(tmp_path: Path) -> None:
         shim = StreamShim()
         with taddons.context(shim) as tctx:
             tctx.master.addons.add(Watch())
-            tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+            tctx.configure(
+                shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)), streamshim_check="on"
+            )
             f = flow("up.example", {"model": "m", "messages": [], "stream": True})
             shim.request(f)
             f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])

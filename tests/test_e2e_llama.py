@@ -197,9 +197,8 @@ def test_check_and_diff_show_stream_equals_non_stream(llama: LlamaServer, tmp_pa
     mitmdump; ``streamshim diff`` says they mean the same, ``streamshim check`` flags the server's
     repeated tool-call id/name as warnings (not errors), and so did the proxy, in its log."""
     kw = {**BASE, **CASES["tool"]}
-    m = Mitmdump(
-        tmp_path, {"asis": llama.url}, "rules:\n  - name: as-requested\n    upstream: as-requested\n"
-    )
+    rules = "rules:\n  - name: as-requested\n    upstream: as-requested\n"
+    m = Mitmdump(tmp_path, {"asis": llama.url}, rules, "--set", "streamshim_check=on")
     m.start()
     try:
         c = client(m.url("asis"))

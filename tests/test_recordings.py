@@ -223,3 +223,16 @@ def test_scrub_cli_on_an_unscrubbed_capture(fault: FaultUpstream, tmp_path: Path
     assert json.loads(clean.metadata[META]["client_request"])["user"] == "[scrubbed]"
     assert clean.response.headers["content-type"].startswith("text/event-stream")  # the upstream's answer
     assert replay_flow(clean).ok
+
+
+def test_flows_loaded_from_a_file_leave_no_live_stream() -> None:
+    """``mitmdump -r`` runs the hooks on loaded flows: a streamed one gets a stream callable that
+    never runs, and must not be counted as a live stream left at shutdown."""
+    from proxy import ADDON, MITMDUMP
+
+    files = [p for p in RECORDINGS if p.stem.endswith("stream-client__as-requested")]
+    assert len(files) == 6
+    args = [str(MITMDUMP), "-n", "-s", str(ADDON)] + [a for f in files for a in ("-r", str(f))]
+    out = subprocess.run(args, capture_output=True, timeout=60, check=False)
+    text = out.stdout.decode() + out.stderr.decode()
+    assert "streamshim: 0 live stream(s) at shutdown" in text, text[-2000:]

@@ -32,8 +32,9 @@ from typing import Any
 
 from mitmproxy import command, ctx, exceptions, hooks, http
 from mitmproxy import flow as mflow
+from mitmproxy.tools.dump import DumpMaster
 
-from . import dialects, synthesize
+from . import contentview, dialects, synthesize
 from .dialects import chat
 from .errors import BadResponse, StreamError
 from .passthrough import Passthrough, StreamDecoder, decode_body
@@ -67,7 +68,8 @@ class StreamShim:
         self.scrub_on_save = False
         self.scrub_headers: set[str] = set()
         self.scrub_fields: set[str] = set()
-        self.check_streams = True
+        self.check_streams = False  # set from streamshim_check in `configure`
+        self._contentview: object | None = None  # the "LLM stream" view this addon registered
 
     # -- options and rules ------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -93,13 +95,16 @@ class StreamShim:
         )
         loader.add_option(
             "streamshim_check",
-            bool,
-            True,
+            str,
+            "auto",
             "Check every chat/completions SSE stream (the upstream's, and the client's when streamshim "
-            "made it) against the OpenAI chunk contract once the flow has ended, without delaying it. "
-            "The result is appended to the flow's comment, the flow is marked :warning: on an error "
-            "finding and :large_orange_diamond: on warnings only, and the findings are kept in the "
-            "flow's metadata (streamshim.check). `streamshim check FILE` does the same on saved flows.",
+            "made it) against the OpenAI chunk contract once its flow has ended: the result is added to "
+            "the flow's comment and log, the flow is marked :warning: on an error finding and "
+            ":large_orange_diamond: on warnings only, the findings are kept in its metadata "
+            "(streamshim.check). auto: on in mitmweb and the console UI, where flows are looked at; off "
+            "in mitmdump, where it would cost CPU on the hot path (`streamshim check FILE` checks saved "
+            "flows).",
+            choices=("auto", "on", "off"),
         )
         loader.add_option(
             "streamshim_scrub_fields",
@@ -107,10 +112,12 @@ class StreamShim:
             [],
             "JSON field names whose values are masked when scrubbing.",
         )
+        self._contentview = contentview.register()
 
     def configure(self, updated: set[str]) -> None:
         if "streamshim_check" in updated:
-            self.check_streams = ctx.options.streamshim_check
+            mode = ctx.options.streamshim_check
+            self.check_streams = mode == "on" or (mode == "auto" and not isinstance(ctx.master, DumpMaster))
         if updated & {"streamshim_scrub", "streamshim_scrub_headers", "streamshim_scrub_fields"}:
             self.scrub_on_save = ctx.options.streamshim_scrub
             self.scrub_headers = set(ctx.options.streamshim_scrub_headers)
@@ -253,6 +260,9 @@ class StreamShim:
             state["mode"] = "untouched"
 
     def response(self, flow: http.HTTPFlow) -> None:
+        # a live stream's callable has removed its entry by now; a flow loaded from a file (-r)
+        # has a callable that never ran
+        self._live.pop(flow.id, None)
         state = flow.metadata.get(META)
         resp = flow.response
         if state is not None and resp is not None:
@@ -293,6 +303,9 @@ class StreamShim:
             self._json_for_json_client(flow, state, content)
 
     def done(self) -> None:
+        if self._contentview is not None:
+            contentview.unregister(self._contentview)
+            self._contentview = None
         # every live stream ends in the stream callable's last call or in `error`: none is left
         (log.warning if self._live else log.info)(
             "streamshim: %d live stream(s) at shutdown", len(self._live)
@@ -399,6 +412,7 @@ class StreamShim:
             return tail if tail else []
 
         def finish(error: str | None) -> None:
+            pt.settle(lambda: b"".join(sent))
             if sent is not keep:
                 state["upstream_response"] = b"".join(keep)
             if resp.raw_content is None:
@@ -534,6 +548,7 @@ class StreamShim:
         assert resp is not None
         pt = Passthrough(drop_usage=state["injected_usage"])
         out = pt.feed(content) + pt.close()
+        pt.settle(lambda: out)
         if out != resp.raw_content:
             state["upstream_response"] = resp.raw_content
             _set_body(resp, out, "text/event-stream", stream_headers=True, http1=_is_http1(flow))
