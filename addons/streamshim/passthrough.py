@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from .sse import SSEDecoder
@@ -27,6 +28,7 @@ class Passthrough:
     """
 
     _TAIL = 32  # bytes kept from the previous chunk, so a marker split across chunks is seen
+    _END = 64  # bytes at the end of a chunk where [DONE] is looked for
 
     def __init__(self, drop_usage: bool = False) -> None:
         self.drop_usage = drop_usage
@@ -71,18 +73,33 @@ class Passthrough:
         return held
 
     def _watch(self, data: bytes) -> None:
+        # Per chunk, two scans of the chunk itself (event ends, "error") and small ones of the
+        # seam with the previous chunk and of the chunk's end; no copy of the chunk. [DONE] is
+        # looked for where it normally is, at the end of a chunk; ``settle`` looks everywhere,
+        # once, only when the stream did not end that way.
         tail = self._tail
-        window = tail + data
-        self.events += window.count(b"\n\n") - tail.count(b"\n\n")
-        if b"\r" in window:
-            self.events += window.count(b"\r\n\r\n") - tail.count(b"\r\n\r\n")
-        if not self.done and b"[DONE]" in window:
-            self.done = b"data: [DONE]" in window or b"data:[DONE]" in window
-        if not self.saw_finish and (b'"finish_reason":"' in window or b'"finish_reason": "' in window):
-            self.saw_finish = True
-        if b"error" in window:  # one scan; the markers are told apart only then
-            self._suspect(window, len(tail))
-        self._tail = window[-self._TAIL :]
+        head = data[: self._TAIL]
+        seam = tail + head
+        self.events += data.count(b"\n\n") + seam.count(b"\n\n") - tail.count(b"\n\n") - head.count(b"\n\n")
+        if b"\r" in data or b"\r" in tail:
+            crlf = b"\r\n\r\n"
+            self.events += data.count(crlf) + seam.count(crlf) - tail.count(crlf) - head.count(crlf)
+        if b"error" in data or b"error" in seam:  # one scan; the markers are told apart only then
+            self._suspect(tail + data, len(tail))
+        self._tail = data[-self._TAIL :] if len(data) >= self._TAIL else (tail + data)[-self._TAIL :]
+        if not self.done:
+            end = self._tail if len(data) < self._END else data[-self._END :]
+            if b"[DONE]" in end or b"[DONE]" in seam:
+                self.done = any(m in end or m in seam for m in (b"data: [DONE]", b"data:[DONE]"))
+
+    def settle(self, forwarded: Callable[[], bytes]) -> None:
+        """End of the stream: when no [DONE] was seen at a chunk's end, look for it, and for a
+        finish_reason, in everything that was forwarded (a rare path: a cut or unusual stream)."""
+        if self.done:
+            return
+        body = forwarded()
+        self.done = b"data: [DONE]" in body or b"data:[DONE]" in body
+        self.saw_finish = b'"finish_reason":"' in body or b'"finish_reason": "' in body
 
     def _suspect(self, window: bytes, fresh_from: int) -> None:
         for marker in (b'"error"', b"event: error", b"event:error"):

@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/bench/bench.py            # the README table (a few minutes)
     .venv/bin/python tests/bench/bench.py --quick    # smaller sizes, for a smoke run
+    .venv/bin/python tests/bench/bench.py --profile  # and where the passthrough time goes (py-spy)
 
 Prints a markdown table: scenario, baseline, streamshim, ratio, target. A benchmark, not a test:
 nothing here asserts a time.
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,12 +50,12 @@ rules:
 
 
 @contextmanager
-def process(args: list[str], port: int, log: Path) -> Iterator[None]:
+def process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as fh:
         proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
         try:
             wait_port("127.0.0.1", port, 30)
-            yield
+            yield proc
         finally:
             proc.terminate()
             try:
@@ -76,7 +78,7 @@ def stack(tmp: Path) -> Iterator[dict[str, int]]:
             [*mitm, "-s", str(HERE / "stream_only.py"), "--mode", f"{target}@{stream_only}"],
             stream_only,
             tmp / "stream_only.log",
-        ),
+        ) as stream_only_proc,
         process(
             [
                 *mitm,
@@ -93,7 +95,7 @@ def stack(tmp: Path) -> Iterator[dict[str, int]]:
             ],
             shim_asis,
             tmp / "shim.log",
-        ),
+        ) as shim_proc,
     ):
         wait_port("127.0.0.1", shim_stream)
         wait_port("127.0.0.1", shim_json)
@@ -104,7 +106,51 @@ def stack(tmp: Path) -> Iterator[dict[str, int]]:
             "shim": shim_asis,
             "shim_stream": shim_stream,
             "shim_json": shim_json,
+            "pid:stream_only": stream_only_proc.pid,
+            "pid:shim": shim_proc.pid,
         }
+
+
+# -- profile: py-spy attached to a proxy while a scenario runs ---------------------------------------
+
+
+@contextmanager
+def profiled(pid: int, out: Path) -> Iterator[None]:
+    """Sample ``pid`` with py-spy (raw collapsed stacks) for the duration of the block."""
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    spy = subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+
+
+def where_time_goes(raw: Path, top: int = 6) -> list[str]:
+    """Share of the samples per leaf function (self time), and inside streamshim's code at all."""
+    self_time: dict[str, int] = {}
+    inside = total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        inside += n if any("streamshim" in f and "bench" not in f for f in frames[1:]) else 0
+        leaf = frames[-1]
+        self_time[leaf] = self_time.get(leaf, 0) + n
+    if not total:
+        return ["no samples"]
+    ranked = sorted(self_time.items(), key=lambda kv: -kv[1])[:top]
+    return [f"{inside / total:.0%} of samples inside streamshim's code"] + [
+        f"{n / total:5.1%}  {leaf}" for leaf, n in ranked
+    ]
 
 
 # -- a raw HTTP/1.1 client: one request, timestamps of what arrives ---------------------------------
@@ -391,6 +437,11 @@ def concurrency(ports: dict[str, int], streams: int, chunks: int) -> list[list[s
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the table: where the passthrough time goes in each proxy (py-spy, pip install py-spy)",
+    )
     args = ap.parse_args()
     q = args.quick
     repeat = 3 if q else 5
@@ -401,6 +452,7 @@ def main() -> int:
         rows += passthrough(ports, 5_000 if q else 50_000, repeat)
         rows += end_to_end(ports, 2_000 if q else 20_000, repeat)
         rows += concurrency(ports, 20 if q else 200, 50 if q else 500)
+        profiles = profile(ports, 5_000 if q else 50_000, Path(tmp)) if args.profile else {}
     import mitmproxy.version
 
     print(
@@ -411,7 +463,21 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    for name, lines in profiles.items():
+        print(f"\nprofile of the {name} mitmdump during 1a (py-spy, self time per function):")
+        print("\n".join(f"    {line}" for line in lines))
     return 0
+
+
+def profile(ports: dict[str, int], n: int, tmp: Path) -> dict[str, list[str]]:
+    out = {}
+    for name in ("stream_only", "shim"):
+        raw = tmp / f"{name}.prof"
+        with profiled(ports[f"pid:{name}"], raw):
+            for _ in range(5):
+                run(request(ports[name], f"sse:{n}", True))
+        out[name] = where_time_goes(raw)
+    return out
 
 
 if __name__ == "__main__":
