@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fault_upstream import wait_port
 from helpers import chunk, delta, sse
 from mitmproxy import version
-from proxy import ADDON, ROOT, free_ports, stop_process
+from proxy import ADDON, ROOT, LoggedProcess, free_ports
 
 MITMWEB = Path(sys.executable).with_name("mitmweb")
 CHROMIUM = Path(os.environ.get("STREAMSHIM_CHROMIUM", "/usr/bin/chromium"))
@@ -134,12 +133,14 @@ class DemoUpstream:
         self.thread.join(10)
 
 
-class Mitmweb:
+class Mitmweb(LoggedProcess):
     """``mitmweb -s addons/streamshim.py`` on 127.0.0.1: the proxy (reverse mode in front of
     ``upstream``) and the web UI on free ports; ``rfile``: flows to load at startup."""
 
+    name = "mitmweb"
+
     def __init__(self, workdir: Path, upstream: str, rfile: Path | None = None) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.proxy_port, self.web_port = free_ports(2)
         self.token = secrets.token_hex(16) if HAS_WEB_AUTH else ""
         self.args = [
@@ -162,27 +163,10 @@ class Mitmweb:
             self.args += ["--set", f"web_password={self.token}"]
         if rfile is not None:
             self.args += ["--rfile", str(rfile)]
-        self.log_path = workdir / "mitmweb.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mitmweb:
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        try:
-            wait_port("127.0.0.1", self.proxy_port, timeout=30)
-            wait_port("127.0.0.1", self.web_port, timeout=30)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"mitmweb did not start:\n{self.log()}") from None
+        self.launch(self.args, (self.proxy_port, self.web_port))
         return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if hasattr(self, "_log"):
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     @property
     def web(self) -> str:

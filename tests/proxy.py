@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fault_upstream import wait_port
@@ -45,20 +45,50 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-class Mitmdump:
+class LoggedProcess:
+    """A server subprocess run in ``workdir`` with its output in ``<name>.log`` there."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def launch(self, args: list[str], ports: Iterable[int]) -> None:
+        """Start ``args`` and wait until every port listens (``RuntimeError`` with the log if not)."""
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        try:
+            for port in ports:
+                wait_port("127.0.0.1", port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start:\n{self.log()}") from None
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Mitmdump(LoggedProcess):
     """``listeners``: label → upstream URL; each label gets a port (``ports[label]``), and the rules
     text may use ``{label}`` placeholders for those ports."""
 
+    name = "mitmdump"
+
     def __init__(self, workdir: Path, listeners: dict[str, str], rules: str, *extra: str) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.ports = dict(zip(listeners, free_ports(len(listeners)), strict=True))
         self.listeners = listeners
         self.rules_path = workdir / "rules.yaml"
         self.rules_path.write_text(rules.format(**self.ports))
         self.flows_path = workdir / "flows.mitm"
-        self.log_path = workdir / "mitmdump.log"
         self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, label: str) -> str:
         return f"http://127.0.0.1:{self.ports[label]}"
@@ -80,23 +110,8 @@ class Mitmdump:
         ]
         for label, upstream in self.listeners.items():
             args += ["--mode", f"reverse:{upstream}@{self.ports[label]}"]
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        try:
-            for port in self.ports.values():
-                wait_port("127.0.0.1", port, timeout=30)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"mitmdump did not start:\n{self.log()}") from None
+        self.launch(args, self.ports.values())
         return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if hasattr(self, "_log"):
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def flows(self) -> list[http.HTTPFlow]:
         """The flows mitmdump has written so far (``-w``)."""
