@@ -393,3 +393,12 @@ def test_diff_command_on_bodies(tmp_path: Path) -> None:
     assert mismatch.stderr.decode() == (
         f"streamshim: {a} holds 1 response(s), {twice} holds 2: flows are compared in pairs, in order\n"
     )
+
+
+def test_check_command_reads_a_flow_file_from_stdin() -> None:
+    flows = (RECORDINGS / "fault-disconnect__stream-client__as-requested.flow").read_bytes()
+    out = run("check", "-", stdin=flows)
+    assert out.returncode == 1
+    assert out.stdout.decode().splitlines()[0] == (
+        "<stdin>#0 upstream: chat stream, 3 events: 2 errors, 0 warnings (truncated, no-finish-reason)"
+    )

@@ -40,6 +40,7 @@ from .errors import BadResponse, StreamError
 from .passthrough import Passthrough, StreamDecoder, decode_body
 from .recording import check_flow, scrub_flow
 from .rules import RulesError, RuleSet, load_rules, rule_settings
+from .sse import sniff
 
 log = logging.getLogger("streamshim")
 
@@ -292,7 +293,7 @@ class StreamShim:
         content = _decoded(flow, state)
         if content is None:
             return
-        kind = _sniff(content)
+        kind = sniff(content)
         if kind == "sse":
             (self._buffered_passthrough if state["client_stream"] else self._aggregate)(flow, state, content)
         elif kind != "json":
@@ -592,17 +593,6 @@ def _is_http1(flow: http.HTTPFlow) -> bool:
 def _dialect(state: dict[str, Any], payload: Any = None) -> ModuleType:
     found = dialects.detect(payload) if payload is not None else None
     return found or dialects.get(state["api"])
-
-
-def _sniff(content: bytes) -> str:
-    head = content[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith((b"{", b"[")):
-        return "json"
-    if head.startswith((b"data:", b":", b"event:", b"id:", b"retry:")):
-        return "sse"
-    if not head:
-        return "empty"
-    return "other"
 
 
 def _decoded(flow: http.HTTPFlow, state: dict[str, Any], fail: bool = True) -> bytes | None:

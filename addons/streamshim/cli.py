@@ -14,6 +14,7 @@ on an error finding or a difference and 2 on input they cannot read.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -157,7 +158,7 @@ def _inputs(path: str, sides: Sequence[str]) -> list[_Input]:
     if not _looks_like_flows(data):
         return [_Input(name, Side("file", b"", 200, [], data))]
     try:
-        flows = read_flows(Path(path))
+        flows = read_flows(io.BytesIO(data))  # the bytes already read (also from stdin)
     except (OSError, ValueError) as exc:
         raise SystemExit(
             f"streamshim: {path}: neither an SSE/JSON body nor a readable flow file: {exc}"
@@ -166,8 +167,8 @@ def _inputs(path: str, sides: Sequence[str]) -> list[_Input]:
     for i, f in enumerate(flows):
         got = flow_sides(f)
         if not got:
-            print(f"streamshim: {path}#{i}: no response in the flow (skipped)", file=sys.stderr)
-        out += [_Input(f"{path}#{i} {s}", got[s]) for s in sides if s in got]
+            print(f"streamshim: {name}#{i}: no response in the flow (skipped)", file=sys.stderr)
+        out += [_Input(f"{name}#{i} {s}", got[s]) for s in sides if s in got]
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from . import aggregate
 from .errors import StreamError
 from .passthrough import decode_body
+from .sse import sniff
 
 
 def header(headers: Iterable[Iterable[str]], name: str) -> str:
@@ -35,9 +36,7 @@ def decoded(headers: Iterable[Iterable[str]], body: bytes) -> bytes:
 
 def is_sse(headers: Iterable[Iterable[str]], body: bytes) -> bool:
     """An event stream by its label or, unlabelled (a file), by how it starts."""
-    return "event-stream" in header(headers, "content-type") or body.lstrip().startswith(
-        (b"data:", b":", b"event:")
-    )
+    return "event-stream" in header(headers, "content-type") or sniff(body) == "sse"
 
 
 def meaning(status: int, headers: Iterable[Iterable[str]], body: bytes) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mitmproxy import http, io
 from mitmproxy.http import Headers
@@ -156,9 +156,12 @@ def _response_record(resp: http.Response) -> dict[str, Any]:
     }
 
 
-def read_flows(path: Path) -> list[http.HTTPFlow]:
-    with path.open("rb") as fh:
-        return [f for f in io.FlowReader(fh).stream() if isinstance(f, http.HTTPFlow)]
+def read_flows(source: Path | BinaryIO) -> list[http.HTTPFlow]:
+    """The HTTP flows of a flow file, given as a path or an open binary file."""
+    if isinstance(source, Path):
+        with source.open("rb") as fh:
+            return read_flows(fh)
+    return [f for f in io.FlowReader(source).stream() if isinstance(f, http.HTTPFlow)]
 
 
 def write_flows(path: Path, flows: Iterable[http.HTTPFlow]) -> None:

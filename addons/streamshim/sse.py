@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["DONE", "Event", "SSEDecoder", "encode_data", "encode_event", "encode_json"]
+__all__ = ["DONE", "Event", "SSEDecoder", "encode_data", "encode_event", "encode_json", "sniff"]
 
 DONE = "[DONE]"
 DONE_BYTES = b"data: [DONE]\n\n"
@@ -210,6 +210,19 @@ class SSEDecoder:
         self._data = []
         self._event_type = ""
         return ev
+
+
+def sniff(body: bytes) -> str:
+    """What a body is, from its first bytes, whatever its label: ``"sse"``, ``"json"``,
+    ``"empty"`` or ``"other"``."""
+    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head:
+        return "empty"
+    if head.startswith((b"{", b"[")):
+        return "json"
+    if head.startswith((b"data:", b":", b"event:", b"id:", b"retry:")):
+        return "sse"
+    return "other"
 
 
 def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:

@@ -28,10 +28,10 @@ import json
 from types import ModuleType
 from typing import Any
 
-from . import dialects
+from . import detect_stream_dialect, dialects
 from .dialects.base import StreamAggregator
 from .errors import StreamError
-from .sse import SSEDecoder
+from .sse import SSEDecoder, sniff
 
 __all__ = ["TITLE", "Line", "looks_like_stream", "render", "render_lines", "sniff"]
 
@@ -47,18 +47,6 @@ CODE = "code"
 ERROR = "error"
 
 Line = list[tuple[str, str]]
-
-
-def sniff(body: bytes) -> str:
-    """``"sse"``, ``"json"``, ``"empty"`` or ``"other"``, from the first bytes."""
-    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head:
-        return "empty"
-    if head.startswith((b"{", b"[")):
-        return "json"
-    if head.startswith((b"data:", b":", b"event:", b"id:", b"retry:")):
-        return "sse"
-    return "other"
 
 
 def looks_like_stream(body: bytes) -> bool:
@@ -104,7 +92,8 @@ def render_lines(body: bytes, api: str | None = None, *, default_api: str | None
 
 
 def _render_stream(body: bytes, api: str | None, default_api: str | None) -> list[Line]:
-    mod = dialects.get(api) if api else _detect_stream(body) or dialects.get(default_api or "chat")
+    found = detect_stream_dialect(body[:SNIFF_BYTES])
+    mod = dialects.get(api) if api else found or dialects.get(default_api or "chat")
     agg: StreamAggregator = mod.Aggregator()
     agg.feed(body)
     fault: StreamError | None = None
@@ -158,18 +147,6 @@ def _render_json(body: bytes, api: str | None, default_api: str | None) -> list[
     if mod is None:
         raise ValueError("JSON body is not a chat/completions response")
     return [_title("LLM response", mod, ["JSON"], obj, None), *_response_lines(obj, mod)]
-
-
-def _detect_stream(body: bytes) -> ModuleType | None:
-    dec = SSEDecoder()
-    for ev in dec.feed(body[:SNIFF_BYTES]):
-        try:
-            found = dialects.detect(json.loads(ev.data))
-        except ValueError:
-            continue
-        if found is not None:
-            return found
-    return None
 
 
 # -- pieces -----------------------------------------------------------------------------------------
