@@ -3,11 +3,14 @@
 Sans-IO: ``check_stream(body)`` returns a ``Report`` whose findings each carry a code, a
 severity and the number of the event where they were seen (``None`` for the stream as a whole).
 
-Severity: ``error`` when a client that follows the contract gets wrong or incomplete data
-(truncation, malformed JSON, content after the finish, a tool call without id/name, arguments
-that are not JSON, usage missing although asked); ``warning`` when the stream deviates but
-common clients cope or the deviation may be deliberate (a changing ``created``, a repeated
-role, tool-call id/name repeated in every delta, usage sent unasked).
+Severity, decided by what the most-used client does with it (the openai SDK's own stream
+accumulator, ``client.chat.completions.stream(...)``): ``error`` when such a client gets wrong or
+incomplete data (truncation, malformed JSON, content after the finish, a tool call without
+id/name, arguments that are not JSON, usage missing although asked, and a role or tool-call
+id/name repeated after the first delta: the SDK concatenates every string it sees again, so it
+returns ``assistantassistant`` and ``get_weatherget_weather``); ``warning`` when the stream
+deviates but common clients cope or the deviation may be deliberate (a changing ``created``, a
+missing ``[DONE]`` after every choice finished, usage sent unasked).
 
 The codes are listed in ``CODES``; the README has the same table.
 """
@@ -45,7 +48,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "choices-missing": ("error", "a chunk with neither a choices list nor usage"),
     "choice-missing": ("error", "a choice index the request asked for (n) never appears"),
     "role-not-first": ("warning", "the first delta of a choice has no role"),
-    "role-repeated": ("warning", "role sent again after the first delta"),
+    "role-repeated": ("error", "role sent again after the first delta (the openai SDK concatenates it)"),
     "content-after-finish": ("error", "content, reasoning or tool calls after the choice's finish_reason"),
     "finish-repeated": ("warning", "finish_reason sent twice for a choice"),
     "no-finish-reason": ("error", "a choice never got a finish_reason"),
@@ -55,8 +58,14 @@ CODES: dict[str, tuple[Severity, str]] = {
     "tool-call-no-id": ("error", "the first delta of a tool call has no id"),
     "tool-call-no-name": ("error", "the first delta of a tool call has no function name"),
     "tool-call-id-changed": ("error", "a later delta of a tool call carries a different id"),
-    "tool-call-repeated-id": ("warning", "a later delta of a tool call repeats its id"),
-    "tool-call-repeated-name": ("warning", "a later delta of a tool call repeats its name"),
+    "tool-call-repeated-id": (
+        "error",
+        "a later delta of a tool call repeats its id (the SDK concatenates it)",
+    ),
+    "tool-call-repeated-name": (
+        "error",
+        "a later delta of a tool call repeats its name (the SDK concatenates it)",
+    ),
     "tool-call-bad-arguments": ("error", "a tool call's arguments do not parse as JSON at the end"),
     "tool-call-cut-arguments": ("warning", "arguments cut short by finish_reason length"),
     "finish-not-tool-calls": ("warning", "tool calls were made but finish_reason is not tool_calls"),
