@@ -3,8 +3,10 @@
 ``Passthrough.feed(data)`` returns the bytes to forward now. Without filtering they are the
 input bytes, unchanged and undelayed. With ``drop_usage`` (streamshim injected
 ``stream_options.include_usage`` the client did not ask for) whole events are forwarded as soon as
-their blank line arrives, and a ``choices: []`` usage chunk is left out. Either way the stream is
-inspected: events, ``[DONE]``, finish reasons, error events, and how it ended.
+their blank line arrives, and the ``usage`` of a ``choices: []`` usage chunk is taken out: the
+chunk is left out when nothing else is in it, and forwarded without ``usage`` when it carries more
+(llama-server moves its ``timings`` onto that chunk). Either way the stream is inspected: events,
+``[DONE]``, finish reasons, error events, and how it ended.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from .sse import SSEDecoder
+from .sse import SSEDecoder, encode_event, encode_json
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
 
@@ -36,7 +38,7 @@ class Passthrough:
         self.done = False
         self.saw_finish = False
         self.errors: list[str] = []
-        self.dropped_usage = 0
+        self.usage_removed = 0  # usage chunks whose usage was taken out (dropped or rewritten)
         self.bytes_in = 0
         self.bytes_out = 0
         self._tail = b""
@@ -54,10 +56,7 @@ class Passthrough:
         for m in _EVENT_END.finditer(buf):
             block = buf[end : m.end()]
             end = m.end()
-            if _is_usage_only(block):
-                self.dropped_usage += 1
-            else:
-                out.append(block)
+            out.append(self._without_usage(block))
         self._held = buf[end:]
         result = b"".join(out)
         self.bytes_out += len(result)
@@ -66,11 +65,17 @@ class Passthrough:
     def close(self) -> bytes:
         """End of the upstream body: whatever was held back."""
         held, self._held = self._held, b""
-        if held and _is_usage_only(held):
-            self.dropped_usage += 1
-            held = b""
+        if held:
+            held = self._without_usage(held)
         self.bytes_out += len(held)
         return held
+
+    def _without_usage(self, block: bytes) -> bytes:
+        replaced = _strip_usage(block)
+        if replaced is None:
+            return block
+        self.usage_removed += 1
+        return replaced
 
     def _watch(self, data: bytes) -> None:
         # Per chunk, two scans of the chunk itself (event ends, "error") and small ones of the
@@ -126,19 +131,32 @@ class Passthrough:
         return "ended without [DONE] or finish_reason: truncated"
 
 
-def _is_usage_only(block: bytes) -> bool:
-    """A ``choices: []`` chunk carrying usage: what ``include_usage`` adds at the end."""
+# Fields of a chunk that say nothing by themselves: a usage chunk without its usage and with only
+# these left is dropped whole.
+_CHUNK_FRAME = frozenset(
+    {"id", "object", "created", "model", "system_fingerprint", "service_tier", "choices"}
+)
+
+
+def _strip_usage(block: bytes) -> bytes | None:
+    """For a ``choices: []`` chunk carrying usage (what ``include_usage`` adds at the end): the
+    block without its ``usage`` (``b""`` when nothing else is left). ``None`` for any other block."""
     if b'"usage"' not in block or (b'"choices":[]' not in block and b'"choices": []' not in block):
-        return False
+        return None
     dec = SSEDecoder()
     events = dec.feed(block) + dec.close()
     if len(events) != 1:
-        return False
+        return None
     try:
         obj = json.loads(events[0].data)
     except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("choices") == [] and obj.get("usage") is not None
+        return None
+    if not (isinstance(obj, dict) and obj.get("choices") == [] and obj.get("usage") is not None):
+        return None
+    del obj["usage"]
+    if obj.keys() <= _CHUNK_FRAME:
+        return b""
+    return encode_event(encode_json(obj))
 
 
 class StreamDecoder:
