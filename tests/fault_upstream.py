@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamshim import synthesize
 from streamshim.sse import encode_data
 
 CONTENT = ["Hel", "lo", ", ", "wor", "ld", "!"]
@@ -50,6 +51,19 @@ def chat_chunks(tools: bool = False, repeat_name: bool = False, usage: bool = Tr
     if usage:
         out.append({**base, "choices": [], "usage": USAGE})
     return out
+
+
+def tools_in_choice1() -> dict[str, Any]:
+    """Choice 0 an empty text answer, choice 1 the tool call (what ``promote_tool_calls`` is for)."""
+    with_tools = chat_json(tools=True)
+    call_choice = {**with_tools["choices"][0], "index": 1}
+    text_choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": ""},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    return {**with_tools, "choices": [text_choice, call_choice]}
 
 
 def chat_json(tools: bool = False) -> dict[str, Any]:
@@ -220,6 +234,10 @@ class FaultUpstream:
             return await self._json(w, chat_json())
         if name == "json-tools":
             return await self._json(w, chat_json(tools=True))
+        if name == "json-tools-choice1":  # a server that answers the tool call in choices[1]
+            return await self._json(w, tools_in_choice1())
+        if name == "sse-tools-choice1":
+            return await self._sse(w, synthesize(tools_in_choice1()))
         if name == "json-gzip":
             return await self._json(w, chat_json(), encoding="gzip")
         if name == "json-br":

@@ -195,8 +195,12 @@ def test_bad_json_bodies_for_a_stream_client(shim: Mitmdump) -> None:
 
 def test_disconnect_mid_stream_is_not_a_success(shim: Mitmdump) -> None:
     r = post(shim, "stream", "disconnect:3", stream=False)
-    assert r.status_code == 502
-    assert b'"content": "Hel' not in r.content or b"error" in r.content
+    # the upstream dropped in the middle of the body streamshim was buffering: mitmproxy answers
+    # with its own 502 naming the cause (no addon hook can replace it, README "Limits"), and
+    # nothing of the partial answer reaches the client as if it were an answer
+    assert (r.status_code, r.headers["content-type"]) == (502, "text/html")
+    assert b"peer closed connection without sending complete message body" in r.content
+    assert b"Hel" not in r.content and b"chat.completion" not in r.content
     with pytest.raises(httpx.HTTPError):  # a stream client sees the connection break, as it did
         post(shim, "asis", "disconnect:3", stream=True)
 
@@ -222,9 +226,29 @@ def test_keepalive_sends_spaces_then_the_json(shim: Mitmdump) -> None:
 
 
 def test_promote_tool_calls(shim: Mitmdump) -> None:
-    # as-requested JSON client, JSON upstream, no tool calls in choice 0: untouched
+    # tool calls already in choice 0: untouched
     r = post(shim, "promote", "json-tools", stream=False)
     assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert "promoted" not in shim.flow_with(b'"json-tools"').comment
+
+
+@pytest.mark.parametrize(
+    "model,stream",
+    [("json-tools-choice1", False), ("sse-tools-choice1", False), ("json-tools-choice1", True)],
+)
+def test_promote_tool_calls_moves_them_from_a_later_choice(shim: Mitmdump, model: str, stream: bool) -> None:
+    """The case the option exists for: the server answers the tool call in choices[1] and the
+    client reads choices[0]. Every buffered path (JSON as is, SSE aggregated, JSON synthesized)
+    promotes; a live passthrough cannot (it is forwarded as it arrives)."""
+    r = post(shim, "promote", model, stream=stream, user=f"promote-{model}-{stream}")
+    assert r.status_code == 200
+    body = aggregate(r.content) if stream else r.json()
+    first = body["choices"][0]
+    assert first["finish_reason"] == "tool_calls"
+    assert [c["function"]["name"] for c in first["message"]["tool_calls"]] == ["get_weather"]
+    assert "tool_calls" not in body["choices"][1]["message"]
+    flow = shim.flow_with(f"promote-{model}-{stream}".encode())
+    assert "tool calls promoted from choice 1 into choice 0" in flow.comment
 
 
 def test_requests_that_are_not_for_us_pass_untouched(shim: Mitmdump, fault: FaultUpstream) -> None:
