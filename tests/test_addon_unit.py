@@ -146,7 +146,7 @@ def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
     body = sse(chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")))
     with taddons.context(shim) as tctx:
         tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)), streamshim_check="on")
-        f = flow("up.example", {"model": "m", "messages": []})
+        f = flow("up.example", {"model": "m", "messages": [{"role": "user", "content": "Hi!?"}]})
         shim.request(f)
         f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
         shim.responseheaders(f)
@@ -154,12 +154,18 @@ def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
         shim.response(f)
         assert f.response.headers["content-type"] == "application/json"
         assert f.response.json()["choices"][0]["message"]["content"] == "hi"
+        # streamshim asked the upstream for usage (include_usage) and none came: the client's JSON
+        # gets an estimate (a non-stream body always has usage), said in a header and the comment
+        assert f.response.json()["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        assert f.response.headers["x-streamshim-usage-filled"] == "estimate"
+        assert f.metadata["streamshim"]["usage_filled"] == "estimate"
         assert f.comment.splitlines() == [
-            "streamshim [to-stream] SSE→JSON: 2 chunks, 313 B → 172 B",
+            "streamshim [to-stream] SSE→JSON: 2 chunks, 313 B → 246 B; usage filled (estimate: 1 completion "
+            "tokens = chunks with generated text, 1 prompt tokens = request characters / 4): the stream "
+            "carried none although include_usage was asked",
             "check upstream: 3 events: 1 error, 0 warnings (usage-missing)",
         ]
-        # streamshim asked the upstream for usage (include_usage) and none came: the client's JSON
-        # has no usage either, so the flow is marked as a problem
+        # and the upstream's stream did not conform (usage asked, none sent): marked as a problem
         assert f.marked == ":warning:"
         assert f.metadata["streamshim"]["check"] == {
             "upstream": {
@@ -186,7 +192,7 @@ def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
 def test_check_marks_and_can_be_off(tmp_path: Path) -> None:
     body = sse(
         chunk(delta(role="assistant", content="hi")),
-        chunk(delta(role="assistant", finish_reason="stop")),
+        chunk(delta(finish_reason="stop"), created=2),
         chunk(usage={"total_tokens": 3}),
     )
 
@@ -204,7 +210,7 @@ def test_check_marks_and_can_be_off(tmp_path: Path) -> None:
             return f
 
     f = run()
-    assert f.comment.splitlines()[1] == "check upstream: 4 events: 0 errors, 1 warning (role-repeated)"
+    assert f.comment.splitlines()[1] == "check upstream: 4 events: 0 errors, 1 warning (created-changed)"
     assert f.marked == ":large_orange_diamond:"
     off = run("off")
     assert len(off.comment.splitlines()) == 1 and off.marked == ":default:"
@@ -283,7 +289,7 @@ def test_passthrough_callable_streams_and_records(tmp_path: Path) -> None:
         assert out == sse(chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")))
         assert f.response.content == out
         assert f.metadata["streamshim"]["upstream_response"] == body
-        assert "1 injected usage chunk removed" in f.comment
+        assert "injected usage removed from 1 chunk(s)" in f.comment
         assert shim._live == {}
 
 
@@ -302,3 +308,122 @@ def test_client_disconnect_cleans_up_and_records(tmp_path: Path) -> None:
         assert shim._live == {}
         assert "broken: Client disconnected." in f.comment and f.marked == ":warning:"
         assert b"par" in f.response.content
+
+
+def _stream_through(f: tflow.HTTPFlow, body: bytes, step: int = 7) -> bytes:
+    """Feed ``body`` to the flow's stream callable in pieces; what the client gets."""
+    assert f.response is not None and callable(f.response.stream)
+    out = b""
+    for piece in [body[i : i + step] for i in range(0, len(body), step)] + [b""]:
+        got = f.response.stream(piece)
+        out += got if isinstance(got, bytes) else b"".join(got)
+    return out
+
+
+def test_injected_usage_is_taken_out_of_a_chunk_that_carries_more(tmp_path: Path) -> None:
+    # llama-server moves its `timings` onto the usage-only chunk when include_usage is asked: a
+    # client that did not ask for usage loses only the usage, never the timings
+    shim = StreamShim()
+    timings = {"prompt_n": 5, "predicted_n": 2}
+    body = sse(
+        chunk(delta(role="assistant", content="hi")),
+        chunk(delta(finish_reason="stop")),
+        chunk(usage={"total_tokens": 3}, timings=timings),
+    )
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", {"model": "m", "messages": [], "stream": True})
+        shim.request(f)
+        f.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        out = _stream_through(f, body)
+        assert out == sse(
+            chunk(delta(role="assistant", content="hi")),
+            chunk(delta(finish_reason="stop")),
+            chunk(timings=timings),
+        )
+        assert "injected usage removed from 1 chunk(s)" in f.comment
+
+
+def test_injected_usage_that_never_came_is_said_for_a_stream_client(tmp_path: Path) -> None:
+    shim = StreamShim()
+    body = sse(chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")))
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", {"model": "m", "messages": [], "stream": True})
+        shim.request(f)
+        f.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        assert _stream_through(f, body) == body
+        assert "no usage arrived although streamshim asked for it (include_usage)" in f.comment
+
+
+@pytest.mark.parametrize(
+    "fill,usage,header",
+    [
+        ("estimate", {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, "estimate"),
+        ("zeros", {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, "zeros"),
+        ("off", None, None),
+    ],
+)
+def test_usage_filled_for_a_json_client_as_the_rule_says(
+    tmp_path: Path, fill: str, usage: dict | None, header: str | None
+) -> None:
+    value = "false" if fill == "off" else fill
+    rules = f"rules:\n  - name: r\n    host: '*'\n    upstream: stream\n    fill_usage: {value}\n"
+    body = sse(
+        chunk(delta(role="assistant", content="a")),
+        chunk(delta(content="b")),
+        chunk(delta(finish_reason="stop")),
+    )
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", rules)))
+        f = flow("up.example", {"model": "m", "messages": [{"role": "user", "content": "0123456789"}]})
+        shim.request(f)
+        f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        shim.response(f)
+        got = f.response.json()
+        assert got.get("usage") == usage
+        assert f.response.headers.get("x-streamshim-usage-filled") == header
+        assert f.metadata["streamshim"].get("usage_filled") == header
+        # the client's body misses (or has a made-up) usage: always said, always marked 🔶
+        assert f.marked == ":large_orange_diamond:"
+        if fill == "off":
+            assert "carried no usage although include_usage was asked: none filled" in f.comment
+        else:
+            assert f"usage filled ({fill}" in f.comment
+
+
+def test_usage_the_stream_carried_is_never_replaced(tmp_path: Path) -> None:
+    usage = {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}
+    body = sse(chunk(delta(role="assistant", content="a", finish_reason="stop")), chunk(usage=usage))
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", {"model": "m", "messages": []})
+        shim.request(f)
+        f.response = tutils.tresp(content=body, headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        shim.response(f)
+        assert f.response.json()["usage"] == usage
+        assert "x-streamshim-usage-filled" not in f.response.headers
+        assert "usage" not in f.comment and f.marked == ":default:"
+
+
+def test_empty_200_to_a_forced_stream_says_what_it_means(tmp_path: Path) -> None:
+    # llama-cpp-python answers e.g. a context overflow on its stream path with 200 and no body
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+        f = flow("up.example", {"model": "m", "messages": []})
+        shim.request(f)
+        f.response = tutils.tresp(content=b"", headers=[(b"content-type", b"text/event-stream")])
+        shim.responseheaders(f)
+        shim.response(f)
+        assert f.response.status_code == 502
+        message = f.response.json()["error"]["message"]
+        assert message.startswith("streamshim: upstream answered 200 with an empty body to the stream")
+        assert "its non-stream path would have answered" in message and "upstream's log" in message
+        assert "its non-stream path would have answered" in f.comment

@@ -405,3 +405,66 @@ def test_error_to_openai_shape() -> None:
     assert body["error"]["code"] == "truncated"
     assert "without [DONE]" in body["error"]["message"]
     assert body["error"]["partial_response"]["choices"][0]["message"]["content"] == "x"
+
+
+def test_an_empty_answer_has_empty_content_as_the_non_stream_body_does() -> None:
+    # llama-cpp-python streams a role delta, then finish_reason stop, and no content delta for an
+    # empty answer; its own non-stream body says "content": "" (a null there makes the same server
+    # reject the message when a harness sends it back as history)
+    body = sse(chunk(delta(role="assistant")), chunk(delta(finish_reason="stop")))
+    assert msg(aggregate(body)) == {"role": "assistant", "content": ""}
+    # null stays where the stream said null, and beside tool calls or a refusal (as OpenAI's body)
+    explicit = sse(chunk(delta(role="assistant", content=None)), chunk(delta(finish_reason="stop")))
+    assert msg(aggregate(explicit))["content"] is None
+    refusal = sse(chunk(delta(role="assistant", refusal="no")), chunk(delta(finish_reason="stop")))
+    assert msg(aggregate(refusal)) == {"role": "assistant", "content": None, "refusal": "no"}
+    calls = sse(
+        chunk(
+            delta(role="assistant", tool_calls=[_call(0, id="c", type="function", name="f", arguments="{}")])
+        ),
+        chunk(delta(finish_reason="tool_calls")),
+    )
+    assert msg(aggregate(calls))["content"] is None
+
+
+def test_generated_pieces_and_the_usage_estimate() -> None:
+    from streamshim.dialects import chat
+    from streamshim.dialects.base import filled_usage
+
+    body = sse(
+        chunk(delta(role="assistant")),
+        chunk(delta(reasoning_content="hm")),
+        chunk(delta(content="a")),
+        chunk(delta(content="b")),
+        chunk(delta(tool_calls=[_call(0, id="c", type="function", name="f", arguments="{}")])),
+        chunk(delta(finish_reason="tool_calls")),
+    )
+    agg = chat.Aggregator()
+    agg.feed(body)
+    agg.finish()
+    assert agg.generated_pieces() == 4  # reasoning, two content pieces, one tool-call delta
+    request = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "abcd"},
+            {"role": "user", "content": [{"type": "text", "text": "efgh"}]},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+    }
+    # 4 + 4 characters of text and the tool definition as compact JSON (43): 51 / 4, rounded up
+    assert filled_usage("estimate", 4, request) == {
+        "prompt_tokens": 13,
+        "completion_tokens": 4,
+        "total_tokens": 17,
+    }
+    assert filled_usage("zeros", 4, request) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+    }
+    assert filled_usage("off", 4, request) is None
+    assert filled_usage("estimate", 0, None) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+    }

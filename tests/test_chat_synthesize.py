@@ -86,24 +86,35 @@ def test_chunk_order_and_framing() -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == RESP["usage"]
 
 
-def test_tool_call_first_delta_carries_id_name_and_first_argument_piece() -> None:
+def test_tool_call_first_delta_carries_id_name_and_empty_arguments() -> None:
+    # as OpenAI (and llama.cpp since its #13800 fix) stream it: the first delta of a call has
+    # "arguments": "", the arguments follow in later deltas. An accumulation loop written against
+    # that shape (first delta sets, later deltas append) must not see the first piece twice.
     calls = [d["tool_calls"][0] for d in deltas(synthesize(RESP, chunk_chars=8)) if "tool_calls" in d]
     assert calls[0] == {
         "index": 0,
         "id": "call_a",
         "type": "function",
-        "function": {"name": "get_weather", "arguments": '{"city":'},
+        "function": {"name": "get_weather", "arguments": ""},
     }
+    assert calls[1] == {"index": 0, "function": {"arguments": '{"city":'}}
     assert all(set(c) == {"index", "function"} and set(c["function"]) == {"arguments"} for c in calls[1:5])
     # never a placeholder such as "{}" that parses before the real arguments arrive
     second = [c for c in calls if c["index"] == 1]
     assert second == [
-        {"index": 1, "id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+        {"index": 1, "id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": ""}},
+        {"index": 1, "function": {"arguments": "{}"}},
     ]
-    assert (
-        "".join(c["function"]["arguments"] for c in calls if c["index"] == 0)
-        == RESP["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
-    )
+    expected = RESP["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert "".join(c["function"]["arguments"] for c in calls if c["index"] == 0) == expected
+    # the OpenAI-shaped hand-written loop: set on the first delta, append on the others
+    by_index: dict[int, str] = {}
+    for c in calls:
+        if "id" in c:
+            by_index[c["index"]] = c["function"]["arguments"]
+        else:
+            by_index[c["index"]] += c["function"]["arguments"]
+    assert by_index[0] == expected
 
 
 def test_usage_chunk_only_when_asked() -> None:

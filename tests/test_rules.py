@@ -36,6 +36,10 @@ def test_shipped_rules_cover_the_three_use_cases() -> None:
             ":3: rule #1: bad upstream 'sideways': expected one of",
         ),
         ("rules:\n  - name: a\n", ":2: rule 'a' has no 'upstream'"),
+        (
+            "rules:\n  - name: a\n    upstream: stream\n    fill_usage: guess\n",
+            ":4: rule #1: bad fill_usage 'guess': expected estimate, zeros or false",
+        ),
         ("rules:\n  - upstream: json\n", ":2: rule #1 has no 'name'"),
         (
             "rules:\n  - name: a\n    upstream: json\n    listen_port: 70000\n",
@@ -98,3 +102,19 @@ rules:
     assert rs.match("LOCALHOST", 8000, "/v1/chat/completions", model="qwen").name == "local-8000"
     assert Rule("r").path == DEFAULT_PATHS
     assert not Rule("r", path=DEFAULT_PATHS).matches("h", 1, "/v1/embeddings", None, None)
+
+
+def test_fill_usage_values() -> None:
+    def fill(value: str) -> str:
+        return (
+            parse_rules(f"rules:\n  - name: a\n    upstream: stream\n    fill_usage: {value}\n")
+            .rules[0]
+            .fill_usage
+        )
+
+    assert parse_rules("rules:\n  - name: a\n    upstream: stream\n").rules[0].fill_usage == "estimate"
+    assert [fill(v) for v in ("estimate", "zeros", "false", "off", "no")] == [
+        "estimate",
+        "zeros",
+        *["off"] * 3,
+    ]

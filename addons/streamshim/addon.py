@@ -36,6 +36,7 @@ from mitmproxy.tools.dump import DumpMaster
 
 from . import contentview, dialects, synthesize
 from .dialects import chat
+from .dialects.base import CHARS_PER_TOKEN, StreamAggregator, filled_usage
 from .errors import BadResponse, StreamError
 from .passthrough import Passthrough, StreamDecoder, decode_body
 from .recording import check_flow, scrub_flow
@@ -418,7 +419,7 @@ class StreamShim:
                 state["upstream_response"] = b"".join(keep)
             if resp.raw_content is None:
                 resp.content = b"".join(sent)  # visible in mitmweb and -w files on mitmproxy 11 too
-            extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
+            extra = _usage_note(state, pt)
             text = f"SSE passthrough: {pt.events} events, {pt.bytes_in} B in, {pt.bytes_out} B out{extra}; "
             if error is None:
                 _comment(flow, state, text + pt.summary(), problem=not pt.complete())
@@ -464,9 +465,13 @@ class StreamShim:
                 if decode_errors:
                     raise StreamError(decode_errors[0], byte_offset=len(keep))
                 result: dict[str, Any] = agg.finish()
+                filled = _fill_usage(flow, state, agg, result, headers=None)
                 body = _json_bytes(result)
                 _comment(
-                    flow, state, f"SSE→JSON (keepalive): {agg.chunks} chunks, {len(keep)} B → {len(body)} B"
+                    flow,
+                    state,
+                    f"SSE→JSON (keepalive): {agg.chunks} chunks, {len(keep)} B → {len(body)} B{filled}",
+                    warning=bool(filled),
                 )
             except StreamError as exc:
                 body = _json_bytes(exc.to_openai())
@@ -496,10 +501,16 @@ class StreamShim:
                 flow, state, exc.to_openai(), f"SSE→JSON failed: {exc.kind} at {exc.where()}: {exc.message}"
             )
             return
+        filled = _fill_usage(flow, state, agg, result, headers=resp.headers) + _promote(state, result)
         body = _json_bytes(result)
         _set_body(resp, body, "application/json")
         warn = f"; {'; '.join(agg.problems)}" if agg.problems else ""
-        _comment(flow, state, f"SSE→JSON: {agg.chunks} chunks, {len(content)} B → {len(body)} B{warn}")
+        _comment(
+            flow,
+            state,
+            f"SSE→JSON: {agg.chunks} chunks, {len(content)} B → {len(body)} B{warn}{filled}",
+            warning=bool(filled),
+        )
 
     def _synthesize(self, flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
         resp = flow.response
@@ -507,6 +518,7 @@ class StreamShim:
         state["mode"] = "synthesize"
         obj = json.loads(content)
         state["upstream_response"] = resp.raw_content
+        promoted = _promote(state, obj)
         try:
             body = synthesize(
                 obj,
@@ -524,7 +536,9 @@ class StreamShim:
             return
         _set_body(resp, body, "text/event-stream; charset=utf-8", stream_headers=True, http1=_is_http1(flow))
         _comment(
-            flow, state, f"JSON→SSE: {body.count(b'data: ') - 1} chunks, {len(content)} B → {len(body)} B"
+            flow,
+            state,
+            f"JSON→SSE: {body.count(b'data: ') - 1} chunks, {len(content)} B → {len(body)} B{promoted}",
         )
 
     def _json_for_json_client(self, flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
@@ -534,14 +548,14 @@ class StreamShim:
         if _is_sse(resp.headers.get("content-type", "")):  # a JSON body labelled as SSE
             _set_body(resp, content, "application/json")
             _comment(flow, state, "JSON labelled as SSE: passed on as JSON")
-        if not state["settings"]["promote_tool_calls"] or state["api"] != chat.NAME:
-            return
+        if not state["settings"]["promote_tool_calls"]:
+            return  # nothing to do: no parse on this path
         obj = json.loads(content)
-        moved = chat.promote_tool_calls(obj)
-        if moved:
+        promoted = _promote(state, obj)
+        if promoted:
             state["upstream_response"] = resp.raw_content
             _set_body(resp, _json_bytes(obj), "application/json")
-            _comment(flow, state, f"JSON: tool calls promoted from choice {moved} into choice 0")
+            _comment(flow, state, f"JSON{promoted}")
 
     def _buffered_passthrough(self, flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> None:
         """An SSE answer for a stream client that arrived whole (server replay, or mislabelled)."""
@@ -553,7 +567,7 @@ class StreamShim:
         if out != resp.raw_content:
             state["upstream_response"] = resp.raw_content
             _set_body(resp, out, "text/event-stream", stream_headers=True, http1=_is_http1(flow))
-        extra = f", {pt.dropped_usage} injected usage chunk removed" if pt.dropped_usage else ""
+        extra = _usage_note(state, pt)
         _comment(
             flow,
             state,
@@ -646,6 +660,66 @@ def _set_body(
     resp.content = body
 
 
+def _promote(state: dict[str, Any], response: dict[str, Any]) -> str:
+    """``promote_tool_calls``: move a later choice's tool calls into choice 0 (chat only).
+    Returns the comment's addition."""
+    if not state["settings"]["promote_tool_calls"] or state["api"] != chat.NAME:
+        return ""
+    moved = chat.promote_tool_calls(response)
+    return f"; tool calls promoted from choice {moved} into choice 0" if moved else ""
+
+
+USAGE_HEADER = "x-streamshim-usage-filled"
+
+
+def _fill_usage(
+    flow: http.HTTPFlow,
+    state: dict[str, Any],
+    agg: StreamAggregator,
+    result: dict[str, Any],
+    headers: http.Headers | None,
+) -> str:
+    """A JSON client always gets ``usage`` (a non-stream body always has one): when the stream
+    carried none, fill it as the rule's ``fill_usage`` says, and say so in the flow, the log and
+    the ``x-streamshim-usage-filled`` response header. Returns the comment's addition."""
+    if result.get("usage") is not None:
+        return ""
+    method = state["settings"].get("fill_usage", "estimate")
+    why = (
+        "although include_usage was asked"
+        if state.get("injected_usage") or state.get("client_include_usage")
+        else "(a non-stream answer always has one)"
+    )
+    try:
+        request = json.loads(flow.request.get_content() or b"")
+    except ValueError:
+        request = None
+    usage = filled_usage(method, agg.generated_pieces(), request)
+    if usage is None:
+        return f"; the stream carried no usage {why}: none filled (fill_usage: false)"
+    result["usage"] = usage
+    state["usage_filled"] = method
+    if headers is not None:
+        headers[USAGE_HEADER] = method
+    if method == "zeros":
+        how = "zeros"
+    else:
+        how = (
+            f"estimate: {usage['completion_tokens']} completion tokens = chunks with generated text, "
+            f"{usage['prompt_tokens']} prompt tokens = request characters / {CHARS_PER_TOKEN}"
+        )
+    return f"; usage filled ({how}): the stream carried none {why}"
+
+
+def _usage_note(state: dict[str, Any], pt: Passthrough) -> str:
+    """What became of the usage streamshim asked the upstream for, for a stream client."""
+    if pt.usage_removed:
+        return f", injected usage removed from {pt.usage_removed} chunk(s)"
+    if state.get("injected_usage"):
+        return ", no usage arrived although streamshim asked for it (include_usage)"
+    return ""
+
+
 def _fail(flow: http.HTTPFlow, state: dict[str, Any], error_body: dict[str, Any], comment: str) -> None:
     resp = flow.response
     assert resp is not None
@@ -662,18 +736,31 @@ def _fail_other(flow: http.HTTPFlow, state: dict[str, Any], content: bytes) -> N
     assert resp is not None
     ctype = resp.headers.get("content-type", "no content-type")
     what = "an empty body" if not content else f"{ctype}, neither SSE nor JSON: {content[:80]!r}"
+    message = f"upstream answered {resp.status_code} with {what}"
+    if not content and not state["client_stream"] and state["settings"]["upstream"] == "stream":
+        # llama-cpp-python answers errors (context too long, an unsupported tool_choice) on its
+        # stream path with 200 and nothing, where its non-stream path gives the real 4xx/5xx
+        message += (
+            " to the stream streamshim asked for (rule upstream: stream): the upstream's stream path "
+            "failed where its non-stream path would have answered, likely with an error; look at the "
+            "upstream's log"
+        )
     _fail(
         flow,
         state,
-        _openai_error(f"upstream answered {resp.status_code} with {what}", "bad_response"),
-        f"{state.get('mode')}: upstream sent {what}",
+        _openai_error(message, "bad_response"),
+        f"{state.get('mode')}: {message}",
     )
 
 
-def _comment(flow: http.HTTPFlow, state: dict[str, Any], text: str, problem: bool = False) -> None:
+def _comment(
+    flow: http.HTTPFlow, state: dict[str, Any], text: str, problem: bool = False, warning: bool = False
+) -> None:
+    """The flow's one-line account (comment, mark, log). ``problem``: the client did not get a
+    good answer (⚠); ``warning``: it did, with something streamshim had to fill in (🔶)."""
     rule = state.get("rule")
     line = f"streamshim [{rule or 'no rule'}] {text}"
     state["summary"] = text
     flow.comment = line
-    flow.marked = MARK_PROBLEM if problem else MARK_OK
+    flow.marked = MARK_PROBLEM if problem else MARK_WARNING if warning else MARK_OK
     (log.warning if problem else log.info)("%s %s: %s", flow.request.method, flow.request.pretty_url, line)

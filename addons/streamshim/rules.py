@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .dialects.base import DEFAULT_CHUNK_CHARS
+from .dialects.base import DEFAULT_CHUNK_CHARS, FILL_USAGE
 from .errors import StreamShimError
 
 UPSTREAM_VALUES = ("stream", "json", "as-requested")
@@ -36,6 +36,7 @@ class Rule:
     chunk_chars: int = DEFAULT_CHUNK_CHARS
     keepalive: bool = False
     promote_tool_calls: bool = False
+    fill_usage: str = "estimate"
     line: int = 0  # where the rule starts in its file, for messages
 
     def matches(self, host: str, port: int, path: str, listen_port: int | None, model: str | None) -> bool:
@@ -75,6 +76,7 @@ def rule_settings(rule: Rule | None) -> dict[str, Any]:
         "chunk_chars": r.chunk_chars,
         "keepalive": r.keepalive,
         "promote_tool_calls": r.promote_tool_calls,
+        "fill_usage": r.fill_usage,
     }
 
 
@@ -88,6 +90,7 @@ _FIELDS: dict[str, str] = {
     "chunk_chars": "characters per synthesized piece (a positive integer)",
     "keepalive": "true/false",
     "promote_tool_calls": "true/false",
+    "fill_usage": "estimate, zeros or false",
 }
 
 
@@ -181,8 +184,10 @@ def _check(key: str, value: Any, where: str, i: int) -> Any:
         for g in globs:
             _check_glob(g, bad)
         return tuple(globs)
-    if key == "upstream":
-        if value not in UPSTREAM_VALUES:
+    if key == "fill_usage" and value is False:  # `false` (also YAML's `off`, `no`): do not fill
+        return "off"
+    if key in ("upstream", "fill_usage"):
+        if value not in (UPSTREAM_VALUES if key == "upstream" else FILL_USAGE):
             raise bad()
         return value
     if key == "listen_port":

@@ -211,6 +211,61 @@ class StreamAggregator(ABC):
     def build(self, complete: bool) -> dict[str, Any]:
         """The non-stream response from everything merged so far."""
 
+    @abstractmethod
+    def generated_pieces(self) -> int:
+        """How many chunks carried generated tokens (text, reasoning, tool calls): what a stream
+        tells of ``completion_tokens`` when it carries no usage (one token per chunk is how
+        llama.cpp, llama-cpp-python and vLLM stream by default)."""
+
+
+# -- usage a stream did not carry -----------------------------------------------------------------
+
+FILL_USAGE = ("estimate", "zeros", "off")  # "off": rule key `fill_usage: false`
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text (OpenAI's tokenizer guide)
+
+
+def filled_usage(method: str, generated: int, request: Any) -> dict[str, int] | None:
+    """A ``usage`` object for a non-stream answer built from a stream that carried none.
+
+    ``estimate``: ``completion_tokens`` is the number of chunks that carried generated tokens,
+    ``prompt_tokens`` the characters of the request's messages/prompt and tools divided by
+    ``CHARS_PER_TOKEN`` (rounded up); ``zeros``: every count 0; ``off``: ``None`` (no usage)."""
+    if method == "off":
+        return None
+    if method == "zeros":
+        prompt = completion = 0
+    else:
+        completion = generated
+        prompt = -(-_prompt_chars(request) // CHARS_PER_TOKEN)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _prompt_chars(request: Any) -> int:
+    if not isinstance(request, dict):
+        return 0
+    total = 0
+    for key in ("messages", "prompt", "tools", "functions"):
+        value = request.get(key)
+        if isinstance(value, str):
+            total += len(value)
+        elif value is not None:
+            total += len(_text_of(value))
+    return total
+
+
+def _text_of(value: Any) -> str:
+    """The text a prompt template would put in front of the model: message contents and tool
+    definitions as JSON (keys included), roles left out."""
+    if isinstance(value, list):
+        return "".join(_text_of(v) for v in value)
+    if isinstance(value, dict):
+        if "role" in value:
+            return "".join(_text_of(v) for k, v in value.items() if k != "role")
+        if value.get("type") == "text" and isinstance(value.get("text"), str):
+            return str(value["text"])
+        return encode_json(value)
+    return value if isinstance(value, str) else ""
+
 
 _scan_once = json.JSONDecoder().scan_once
 

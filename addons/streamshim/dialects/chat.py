@@ -32,7 +32,9 @@ PATH_SUFFIX = "/chat/completions"
 STREAMED_TEXT = ("reasoning_content", "reasoning", "content", "refusal")
 # Logprobs arrays and the message field whose tokens they describe.
 LOGPROB_TEXT = {"content": "content", "refusal": "refusal"}
-_MESSAGE_FIRST = ("role", "content")
+# Delta fields that carry generated tokens (a delta with one of them counts towards the estimate
+# of completion_tokens when the upstream sent no usage).
+GENERATED = (*STREAMED_TEXT, "tool_calls", "function_call", "audio")
 _CHOICE_KNOWN = frozenset({"index", "delta", "message", "logprobs", "finish_reason"})
 
 
@@ -102,6 +104,7 @@ class _Choice:
         "finish_reason",
         "function_args",
         "function_call",
+        "generated",
         "index",
         "logprobs",
         "logprobs_seen",
@@ -126,6 +129,7 @@ class _Choice:
         self.logprobs_seen = False
         self.finish_reason: str | None = None
         self.extra: dict[str, Any] = {}
+        self.generated = 0  # deltas that carried generated text, tool calls or audio
 
     def merge_choice(self, choice: dict[str, Any]) -> None:
         for key, value in choice.items():
@@ -144,6 +148,8 @@ class _Choice:
 
     def merge_delta(self, delta: dict[str, Any]) -> None:
         seen = self.seen
+        if any(delta.get(k) for k in GENERATED):
+            self.generated += 1
         for key, value in delta.items():
             if key not in seen:
                 seen[key] = None
@@ -224,6 +230,10 @@ class _Choice:
             else:
                 self.audio.setdefault(key, item)
 
+    def answered_otherwise(self) -> bool:
+        """The choice answered with tool calls, a function call, a refusal or audio."""
+        return bool(self.calls or self.audio) or self.function_call is not None or "refusal" in self.text
+
     def build(self, complete: bool) -> dict[str, Any]:
         message: dict[str, Any] = {"role": self.role or "assistant", "content": None}
         for key in self.seen:
@@ -246,6 +256,11 @@ class _Choice:
                 message[key] = dict(self.audio)
             else:
                 message[key] = self.other.get(key)
+        if "content" not in self.seen and not self.answered_otherwise():
+            # no content delta at all: the upstream's own non-stream body says "" (null is kept
+            # when the stream sent it, and beside tool calls, a refusal or audio, as OpenAI's
+            # non-stream body has it)
+            message["content"] = ""
         choice: dict[str, Any] = {"index": self.index, "message": message}
         if self.logprobs_seen:
             choice["logprobs"] = self.logprobs
@@ -286,6 +301,9 @@ class Aggregator(StreamAggregator):
 
     def unfinished(self) -> list[int]:
         return [i for i, c in sorted(self.choices.items()) if c.finish_reason is None]
+
+    def generated_pieces(self) -> int:
+        return sum(c.generated for c in self.choices.values())
 
     def build(self, complete: bool) -> dict[str, Any]:
         choices = [self.choices[i].build(complete) for i in sorted(self.choices)]
@@ -432,10 +450,10 @@ def _choice_chunks(choice: dict[str, Any], chunk_chars: int) -> Iterator[dict[st
         args = fc.get("arguments")
         head = {k: v for k, v in fc.items() if k != "arguments"}
         if isinstance(args, str):
-            pieces = split_text(args, chunk_chars)
-            yield out({"function_call": {**head, "arguments": pieces[0]}})
-            for piece in pieces[1:]:
-                yield out({"function_call": {"arguments": piece}})
+            yield out({"function_call": {**head, "arguments": ""}})
+            for piece in split_text(args, chunk_chars):
+                if piece:
+                    yield out({"function_call": {"arguments": piece}})
         else:
             yield out({"function_call": fc})
 
@@ -453,8 +471,10 @@ def _choice_chunks(choice: dict[str, Any], chunk_chars: int) -> Iterator[dict[st
 
 
 def _tool_call_deltas(pos: int, call: Any, chunk_chars: int) -> Iterator[dict[str, Any]]:
-    """First delta: index, id, type, name and the first piece of arguments (never a placeholder
-    such as ``{}``: strict clients finish a call as soon as its arguments parse); then pieces."""
+    """First delta: index, id, type, name and ``"arguments": ""``, as OpenAI (and llama.cpp)
+    stream it; then the arguments in pieces. Never a placeholder such as ``{}`` (strict clients
+    finish a call as soon as its arguments parse), and never the first piece beside the name
+    (loops written against OpenAI's shape would take it twice)."""
     if not isinstance(call, dict):
         raise BadResponse(f"tool_calls[{pos}] is not an object")
     fn = call.get("function")
@@ -469,9 +489,8 @@ def _tool_call_deltas(pos: int, call: Any, chunk_chars: int) -> Iterator[dict[st
             args = fn["arguments"]
             if not isinstance(args, str):
                 args = dumps(args)
-            pieces = split_text(args, chunk_chars)
-            head["arguments"] = pieces[0]
-            rest = pieces[1:]
+            head["arguments"] = ""
+            rest = [p for p in split_text(args, chunk_chars) if p]
         first["function"] = head
     elif "function" in call:
         first["function"] = fn

@@ -20,7 +20,16 @@ _CHOICE_KNOWN = frozenset({"text", "index", "logprobs", "finish_reason"})
 
 
 class _Choice:
-    __slots__ = ("extra", "finish_reason", "index", "logprobs", "logprobs_seen", "text", "text_seen")
+    __slots__ = (
+        "extra",
+        "finish_reason",
+        "generated",
+        "index",
+        "logprobs",
+        "logprobs_seen",
+        "text",
+        "text_seen",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -30,6 +39,7 @@ class _Choice:
         self.logprobs_seen = False
         self.finish_reason: str | None = None
         self.extra: dict[str, Any] = {}
+        self.generated = 0  # chunks that carried text
 
     def merge(self, choice: dict[str, Any]) -> None:
         for key, value in choice.items():
@@ -37,6 +47,7 @@ class _Choice:
                 if isinstance(value, str):
                     self.text.append(value)
                     self.text_seen = True
+                    self.generated += bool(value)
             elif key == "finish_reason":
                 if value is not None:
                     self.finish_reason = value
@@ -80,6 +91,9 @@ class Aggregator(StreamAggregator):
 
     def unfinished(self) -> list[int]:
         return [i for i, c in sorted(self.choices.items()) if c.finish_reason is None]
+
+    def generated_pieces(self) -> int:
+        return sum(c.generated for c in self.choices.values())
 
     def build(self, complete: bool) -> dict[str, Any]:
         return self.build_top([self.choices[i].build(complete) for i in sorted(self.choices)])
