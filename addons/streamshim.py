@@ -4,6 +4,8 @@ The package ``streamshim`` next to this file holds the code; mitmproxy puts this
 ``sys.path`` when it loads the script, so no install is needed to run it.
 """
 
-from streamshim.addon import StreamShim
+from streamshim.mitm import Conformance, LLMView, Rules, Scrub, Shim
 
-addons = [StreamShim()]
+rules = Rules()
+# hook order matters: the shim converts a flow before the check and the scrubber see it
+addons = [rules, Shim(rules), Conformance(), Scrub(), LLMView()]

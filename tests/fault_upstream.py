@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamshim import synthesize
-from streamshim.sse import encode_data
+from streamshim.dialects.openai import encode_chunks as encode_data
 
 CONTENT = ["Hel", "lo", ", ", "wor", "ld", "!"]
 TOOL_ARGS = ['{"ci', 'ty": "', "Par", 'is"}']

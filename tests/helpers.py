@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamshim.sse import encode_data
+from streamshim.dialects.openai import encode_chunks as encode_data
 
 
 def chunk(*choices: dict[str, Any], **top: Any) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def _client_request(flow: Any) -> bytes:
 
 
 def _write(path: Path, flows: list[Any]) -> None:
-    from streamshim.recording import write_flows
+    from streamshim.mitm.recording import write_flows
 
     write_flows(path, flows)
 

@@ -13,8 +13,8 @@ import pytest
 from helpers import chunk, delta, sse
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow, tutils
+from shim_addons import StreamShim
 from streamshim import aggregate
-from streamshim.addon import StreamShim
 
 RULES = """\
 rules:
@@ -46,7 +46,7 @@ def test_default_option_is_the_shipped_rules_file() -> None:
     shim = StreamShim()
     with taddons.context(shim) as tctx:
         assert Path(tctx.options.streamshim_rules).name == "rules.yaml"
-        shim.configure({"streamshim_rules"})  # what mitmproxy does at startup
+        shim.rules_addon.configure({"streamshim_rules"})  # what mitmproxy does at startup
         assert [r.name for r in shim.rules.rules][-1] == "catch-all"
 
 
@@ -76,7 +76,7 @@ def test_bad_edit_keeps_last_good_rules_and_reload_command(
         assert [r.name for r in shim.rules.rules] == ["to-stream", "to-json"]
         write(path, "rules:\n  - name: only\n    upstream: json\n")
         os.utime(path, (2, 2))
-        shim._reload()  # what the request hook does, at most once a second
+        shim.rules_addon._reload()  # what a request does, at most once a second
         assert [r.name for r in shim.rules.rules] == ["only"]
         path.unlink()
         with caplog.at_level(logging.WARNING, "streamshim"):
@@ -120,7 +120,7 @@ def test_request_rewrite_to_stream_and_back(tmp_path: Path) -> None:
         g = flow("json.example", {"model": "m", "stream": True, "stream_options": {"include_usage": True}})
         shim.request(g)
         assert g.request.json() == {"model": "m", "stream": False}
-        assert g.metadata["streamshim"]["client_include_usage"] is True
+        assert g.metadata["streamshim"]["client_usage"] is True
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_response_hooks_aggregate_and_synthesize(tmp_path: Path) -> None:
         assert f.comment.splitlines() == [
             "streamshim [to-stream] SSE→JSON: 2 chunks, 313 B → 246 B; usage filled (estimate: 1 completion "
             "tokens = chunks with generated text, 1 prompt tokens = request characters / 4): the stream "
-            "carried none although include_usage was asked",
+            "carried none although streamshim asked for it",
             "check upstream: 3 events: 1 error, 0 warnings (usage-missing)",
         ]
         # and the upstream's stream did not conform (usage asked, none sent): marked as a problem
@@ -290,7 +290,7 @@ def test_passthrough_callable_streams_and_records(tmp_path: Path) -> None:
         assert f.response.content == out
         assert f.metadata["streamshim"]["upstream_response"] == body
         assert "injected usage removed from 1 chunk(s)" in f.comment
-        assert shim._live == {}
+        assert shim.live == {}
 
 
 def test_client_disconnect_cleans_up_and_records(tmp_path: Path) -> None:
@@ -302,10 +302,10 @@ def test_client_disconnect_cleans_up_and_records(tmp_path: Path) -> None:
         f.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
         shim.responseheaders(f)
         f.response.stream(sse(chunk(delta(content="par")), done=False))
-        assert len(shim._live) == 1
+        assert len(shim.live) == 1
         f.error = tflow.terr("Client disconnected.")
         shim.error(f)
-        assert shim._live == {}
+        assert shim.live == {}
         assert "broken: Client disconnected." in f.comment and f.marked == ":warning:"
         assert b"par" in f.response.content
 
@@ -355,7 +355,7 @@ def test_injected_usage_that_never_came_is_said_for_a_stream_client(tmp_path: Pa
         f.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
         shim.responseheaders(f)
         assert _stream_through(f, body) == body
-        assert "no usage arrived although streamshim asked for it (include_usage)" in f.comment
+        assert "no usage arrived although streamshim asked for it" in f.comment
 
 
 @pytest.mark.parametrize(
@@ -391,7 +391,7 @@ def test_usage_filled_for_a_json_client_as_the_rule_says(
         # the client's body misses (or has a made-up) usage: always said, always marked 🔶
         assert f.marked == ":large_orange_diamond:"
         if fill == "off":
-            assert "carried no usage although include_usage was asked: none filled" in f.comment
+            assert "carried no usage although streamshim asked for it: none filled" in f.comment
         else:
             assert f"usage filled ({fill}" in f.comment
 

@@ -398,9 +398,12 @@ def test_html_body_is_not_a_stream() -> None:
 
 
 def test_error_to_openai_shape() -> None:
+    from streamshim.dialects import chat
+
     with pytest.raises(StreamError) as ei:
         aggregate(sse(chunk(delta(content="x")), done=False))
-    body = ei.value.to_openai()
+    exc = ei.value
+    body = chat.DIALECT.error_body(exc.describe(), exc.kind, partial=exc.partial)
     assert body["error"]["type"] == "upstream_stream_error"
     assert body["error"]["code"] == "truncated"
     assert "without [DONE]" in body["error"]["message"]
@@ -429,7 +432,7 @@ def test_an_empty_answer_has_empty_content_as_the_non_stream_body_does() -> None
 
 def test_generated_pieces_and_the_usage_estimate() -> None:
     from streamshim.dialects import chat
-    from streamshim.dialects.base import filled_usage
+    from streamshim.dialects.base import CHARS_PER_TOKEN
 
     body = sse(
         chunk(delta(role="assistant")),
@@ -439,7 +442,7 @@ def test_generated_pieces_and_the_usage_estimate() -> None:
         chunk(delta(tool_calls=[_call(0, id="c", type="function", name="f", arguments="{}")])),
         chunk(delta(finish_reason="tool_calls")),
     )
-    agg = chat.Aggregator()
+    agg = chat.DIALECT.aggregator()
     agg.feed(body)
     agg.finish()
     assert agg.generated_pieces() == 4  # reasoning, two content pieces, one tool-call delta
@@ -452,19 +455,18 @@ def test_generated_pieces_and_the_usage_estimate() -> None:
         "tools": [{"type": "function", "function": {"name": "f"}}],
     }
     # 4 + 4 characters of text and the tool definition as compact JSON (43): 51 / 4, rounded up
-    assert filled_usage("estimate", 4, request) == {
-        "prompt_tokens": 13,
-        "completion_tokens": 4,
-        "total_tokens": 17,
-    }
-    assert filled_usage("zeros", 4, request) == {
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "total_tokens": 0,
-    }
-    assert filled_usage("off", 4, request) is None
-    assert filled_usage("estimate", 0, None) == {
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "total_tokens": 0,
-    }
+    assert CHARS_PER_TOKEN == 4
+
+    def filled(method: str, generated: int, req: object) -> dict | None:
+        resp: dict = {"choices": []}
+        chat.DIALECT.fill_usage(resp, method, generated, req)
+        return resp.get("usage")
+
+    assert filled("estimate", 4, request) == {"prompt_tokens": 13, "completion_tokens": 4, "total_tokens": 17}
+    assert filled("zeros", 4, request) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert filled("off", 4, request) is None
+    assert filled("estimate", 0, None) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    # a usage the stream carried is never replaced
+    carried = {"usage": {"prompt_tokens": 9}}
+    assert chat.DIALECT.fill_usage(carried, "estimate", 4, request) is None
+    assert carried == {"usage": {"prompt_tokens": 9}}

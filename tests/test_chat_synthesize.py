@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from itertools import pairwise
 from typing import Any
 
 import pytest
 from helpers import completion
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from responses import chat_completions
 from streamshim import aggregate, synthesize
-from streamshim.dialects import chat
 from streamshim.errors import BadResponse
-from streamshim.sse import SSEDecoder
+from streamshim.framing.sse import SSEDecoder
 
 RESP: dict[str, Any] = {
     "id": "chatcmpl-1",
@@ -62,7 +61,7 @@ def deltas(body: bytes) -> list[dict[str, Any]]:
 
 
 def test_chunk_order_and_framing() -> None:
-    body = synthesize(RESP, include_usage=True, chunk_chars=8)
+    body = synthesize(RESP, usage=True, chunk_chars=8)
     evs = events(body)
     assert evs[-1] == "[DONE]" and body.endswith(b"\n\ndata: [DONE]\n\n")
     chunks = evs[:-1]
@@ -120,7 +119,7 @@ def test_tool_call_first_delta_carries_id_name_and_empty_arguments() -> None:
 def test_usage_chunk_only_when_asked() -> None:
     no_usage = events(synthesize(RESP))
     assert all("usage" not in c for c in no_usage[:-1])
-    assert aggregate(synthesize(RESP, include_usage=True)) == RESP
+    assert aggregate(synthesize(RESP, usage=True)) == RESP
 
 
 def test_logprobs_attached_to_their_content_pieces() -> None:
@@ -174,7 +173,7 @@ def test_n_choices_refusal_and_function_call() -> None:
 def test_extras_survive_the_round_trip() -> None:
     resp = {**RESP, "timings": {"predicted_n": 4}, "service_tier": "default"}
     resp["choices"] = [{**RESP["choices"][0], "stop_reason": None}]
-    assert aggregate(synthesize(resp, include_usage=True)) == resp
+    assert aggregate(synthesize(resp, usage=True)) == resp
 
 
 def test_bad_response_is_named() -> None:
@@ -186,76 +185,10 @@ def test_bad_response_is_named() -> None:
 
 # -- the round trip, over generated completions --------------------------------------------------
 
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
-_token = st.fixed_dictionaries(
-    {
-        "token": st.text(max_size=4),
-        "logprob": st.floats(-20, 0),
-        "bytes": st.one_of(st.none(), st.lists(st.integers(0, 255), max_size=4)),
-        "top_logprobs": st.just([]),
-    }
-)
-
-
-@st.composite
-def _tool_call(draw: st.DrawFn) -> dict[str, Any]:
-    args = draw(st.one_of(_text, st.dictionaries(st.text(max_size=5), st.integers()).map(json.dumps)))
-    return {
-        "id": draw(st.text("abc_0123", min_size=1, max_size=10)),
-        "type": "function",
-        "function": {"name": draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True)), "arguments": args},
-    }
-
-
-@st.composite
-def _choice(draw: st.DrawFn, index: int) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(st.none(), _text))}
-    if draw(st.booleans()):
-        message[draw(st.sampled_from(["reasoning_content", "reasoning"]))] = draw(_text)
-    if draw(st.booleans()):
-        message["refusal"] = draw(st.one_of(st.none(), _text))
-    calls = draw(st.lists(_tool_call(), max_size=3))
-    if calls:
-        message["tool_calls"] = calls
-    choice: dict[str, Any] = {"index": index, "message": message}
-    if draw(st.booleans()):
-        if draw(st.booleans()):
-            choice["logprobs"] = None
-        else:
-            content = message["content"] or ""
-            toks = draw(st.one_of(st.just(None), st.lists(_token, max_size=6)))
-            if toks is None and content:  # tokens that spell the content, as real servers send
-                cuts = sorted(draw(st.lists(st.integers(0, len(content)), max_size=5)))
-                bounds = [0, *cuts, len(content)]
-                toks = [
-                    {"token": content[a:b], "logprob": -1.0, "bytes": None, "top_logprobs": []}
-                    for a, b in pairwise(bounds)
-                ]
-            choice["logprobs"] = {"content": toks or [], "refusal": None}
-    choice["finish_reason"] = draw(st.sampled_from(["tool_calls" if calls else "stop", "length", "stop"]))
-    return choice
-
-
-@st.composite
-def completions(draw: st.DrawFn) -> dict[str, Any]:
-    n = draw(st.integers(1, 3))
-    resp: dict[str, Any] = {
-        "id": draw(st.text(min_size=1, max_size=12)),
-        "object": "chat.completion",
-        "created": draw(st.integers(1, 2**31)),
-        "model": draw(st.text(min_size=1, max_size=12)),
-        "choices": [draw(_choice(i)) for i in range(n)],
-    }
-    if draw(st.booleans()):
-        resp["usage"] = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-    if draw(st.booleans()):
-        resp["system_fingerprint"] = draw(st.one_of(st.none(), st.text(max_size=8)))
-    return resp
-
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(resp=completions(), chunk_chars=st.integers(1, 12))
+@given(resp=chat_completions(), chunk_chars=st.integers(1, 12))
 def test_round_trip_is_exact(resp: dict[str, Any], chunk_chars: int) -> None:
-    body = synthesize(resp, include_usage=True, chunk_chars=chunk_chars)
+    body = synthesize(resp, usage=True, chunk_chars=chunk_chars)
     assert aggregate(body) == resp
-    assert aggregate(body, chat) == resp
+    assert aggregate(body, "chat") == resp

@@ -11,8 +11,10 @@ import pytest
 from corpus import recorded, require_corpus
 from helpers import chunk, completion, delta, sse
 from streamshim import synthesize
-from streamshim.check import CODES, check_stream, request_expectations
+from streamshim.check import check_stream, codes, request_expectations
 from test_cli import run
+
+CODES = codes("chat")
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "recordings"
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
@@ -316,7 +318,7 @@ def test_streamshims_own_synthesized_streams_conform() -> None:
     for i, body in enumerate(bodies):
         for usage in (False, True):
             report = check_stream(
-                synthesize(body, include_usage=usage), usage_asked=usage if body.get("usage") else None
+                synthesize(body, usage=usage), usage_asked=usage if body.get("usage") else None
             )
             if report.findings:
                 bad[(i, usage)] = [f.line() for f in report.findings]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from itertools import pairwise
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from responses import RESPONSES
 from streamshim import aggregate, dialects, synthesize
+from streamshim.dialects.openai import encode_chunks as encode_data
 from streamshim.errors import TruncatedStream
-from streamshim.sse import encode_data
 
 
 def tc(text: str, index: int = 0, finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def test_aggregate_text_and_legacy_logprobs() -> None:
         ]
     )
     out = aggregate(body)
-    assert dialects.detect(json.loads(body.split(b"\n")[0][6:])) is dialects.completions
+    assert dialects.detect(json.loads(body.split(b"\n")[0][6:])) is dialects.completions.DIALECT
     assert out == {
         "id": "cmpl-1",
         "object": "text_completion",
@@ -99,38 +99,7 @@ def test_synthesize_slices_logprobs_with_the_text() -> None:
     assert aggregate(body) == resp
 
 
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
-
-
-@st.composite
-def text_completions(draw: st.DrawFn) -> dict[str, Any]:
-    choices = []
-    for i in range(draw(st.integers(1, 3))):
-        text = draw(_text)
-        c: dict[str, Any] = {"text": text, "index": i}
-        if draw(st.booleans()):
-            cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=4)))
-            bounds = [0, *cuts, len(text)]
-            toks = [text[a:b] for a, b in pairwise(bounds)]
-            if draw(st.booleans()):
-                toks = draw(st.lists(st.text(max_size=3), max_size=4))  # tokens that don't spell it
-            c["logprobs"] = {
-                "tokens": toks,
-                "token_logprobs": [-1.0] * len(toks),
-                "top_logprobs": [None] * len(toks),
-                "text_offset": list(range(len(toks))),
-            }
-        else:
-            c["logprobs"] = None
-        c["finish_reason"] = draw(st.sampled_from(["stop", "length"]))
-        choices.append(c)
-    resp = {"id": "cmpl-x", "object": "text_completion", "created": 1, "model": "m", "choices": choices}
-    if draw(st.booleans()):
-        resp["usage"] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    return resp
-
-
 @settings(max_examples=200, deadline=None)
-@given(resp=text_completions(), chunk_chars=st.integers(1, 8))
+@given(resp=RESPONSES["completions"], chunk_chars=st.integers(1, 8))
 def test_round_trip_is_exact(resp: dict[str, Any], chunk_chars: int) -> None:
-    assert aggregate(synthesize(resp, include_usage=True, chunk_chars=chunk_chars)) == resp
+    assert aggregate(synthesize(resp, usage=True, chunk_chars=chunk_chars)) == resp

@@ -1,5 +1,5 @@
 """The "LLM stream" content view: the core rendering (``streamshim.view``) and the mitmproxy adapter
-(``streamshim.contentview``) through mitmproxy's own content view machinery, on the running line
+(``streamshim.mitm.contentview``) through mitmproxy's own content view machinery, on the running line
 (11: ``get_message_content_view``; 12: ``prettify_message``), auto-selection included."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from helpers import chunk, delta, sse
 from mitmproxy import contentviews, http, version
 from mitmproxy.test import taddons, tflow
 from proxy import read_flows
-from streamshim import contentview, view
-from streamshim.addon import StreamShim
+from shim_addons import StreamShim
+from streamshim import view
+from streamshim.mitm import contentview
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = ROOT / "recordings" / "llama-tool__stream-client__as-requested.flow"

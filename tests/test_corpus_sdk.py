@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from corpus import Recorded, ids, recorded, require_corpus
 from streamshim import aggregate, synthesize
-from streamshim.dialects import chat
-from streamshim.sse import SSEDecoder
+from streamshim.framing.sse import SSEDecoder
 
 openai = pytest.importorskip("openai")
 from openai._models import construct_type  # noqa: E402
@@ -153,7 +152,7 @@ RAISING_QUIRKS: dict[str, Callable[[dict[str, Any]], bool]] = {
 
 def compare(rec: Recorded) -> tuple[str, list[str]]:
     chunks = chunks_of(rec.body)
-    ours = aggregate(rec.body, chat)
+    ours = aggregate(rec.body, "chat")
     try:
         theirs = sdk_final(chunks)
     except Exception as exc:
@@ -202,7 +201,7 @@ def test_recorded_json_bodies_round_trip(rec: Recorded) -> None:
         choice["message"].setdefault("content", None)
         for call in choice["message"].get("tool_calls") or []:
             call.pop("index", None)
-    assert aggregate(synthesize(resp, "chat", include_usage=True), chat) == expected
+    assert aggregate(synthesize(resp, "chat", usage=True), "chat") == expected
 
 
 def test_corpus_present_or_skipped_clearly() -> None:

@@ -17,7 +17,7 @@ from conftest import FAULT_RULES
 from fault_upstream import CONTENT, TOOL_ARGS, USAGE, FaultUpstream, chat_chunks
 from proxy import Mitmdump
 from streamshim import aggregate
-from streamshim.sse import encode_data
+from streamshim.dialects.openai import encode_chunks as encode_data
 
 pytestmark = pytest.mark.e2e
 TEXT = "".join(CONTENT)

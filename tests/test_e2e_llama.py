@@ -18,7 +18,7 @@ import openai
 import pytest
 from llama import LlamaServer, llama_python
 from proxy import Mitmdump
-from streamshim.recording import write_flows
+from streamshim.mitm.recording import write_flows
 from test_cli import run as run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -14,13 +14,10 @@ import pytest
 from fault_upstream import FaultUpstream
 from proxy import ROOT, Mitmdump, read_flows
 from streamshim.dialects import chat
-from streamshim.recording import (
-    META,
-    expected_response,
-    find_secrets,
-    meaning,
-    replay_flow,
-)
+from streamshim.meaning import meaning
+from streamshim.mitm.recording import expected_response, replay_flow
+from streamshim.mitm.scrub import find_secrets
+from streamshim.mitm.state import META
 
 RECORDINGS = sorted((ROOT / "recordings").glob("*.flow"))
 SECRETS = [b"sk-streamshim-recording-secret", b"azure-secret-key", b"sk-ant-streamshim", b"secret-cookie"]
@@ -80,7 +77,7 @@ def test_update_rewrites_the_expectation(tmp_path: Path) -> None:
     body = json.loads(record["body"])
     body["choices"][0]["message"]["content"] = "something else"
     record["body"] = json.dumps(body).encode()
-    from streamshim.recording import write_flows
+    from streamshim.mitm.recording import write_flows
 
     write_flows(copy, flows)
     run = [sys.executable, "-m", "streamshim.cli", "replay", str(copy)]

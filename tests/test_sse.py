@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from streamshim.sse import DONE_BYTES, Event, SSEDecoder, encode_data, encode_event
+from streamshim.dialects.openai import DONE_BYTES
+from streamshim.dialects.openai import encode_chunks as encode_data
+from streamshim.framing import Event
+from streamshim.framing.sse import SSEDecoder, encode_event
 
 
 def decode(*parts: bytes) -> tuple[list[Event], SSEDecoder]:

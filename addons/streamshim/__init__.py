@@ -1,89 +1,76 @@
-"""streamshim: OpenAI-compatible streams ⇄ JSON, as a sans-IO core and a mitmproxy addon.
+"""streamshim: LLM API streams ⇄ JSON bodies, as a sans-IO core and a mitmproxy addon.
 
-The core never touches sockets or mitmproxy:
+The core never touches sockets or mitmproxy (it imports with mitmproxy not installed):
 
-- ``sse``: the event-stream decoder and encoder
-- ``dialects``: one module per API (``chat``, ``completions``) with ``Aggregator`` and
-  ``synthesize_chunks``
+- ``framing``: how bodies are cut into events (SSE, NDJSON) and content-encoding; knows no API
+- ``dialects``: one module per API behind one interface (``dialects.base.Dialect``), and
+  ``dialects.resolve``, the one way to tell which applies
+- ``check``, ``meaning``, ``view``: conformance, what a response means (and how two differ),
+  a readable rendering; each asks the dialect
 - ``aggregate(body)`` / ``synthesize(response)``: the two conversions in one call
+
+The mitmproxy layer is ``streamshim.mitm``.
 """
 
 from __future__ import annotations
 
-import json
-from types import ModuleType
 from typing import Any
 
 from . import dialects
-from .dialects.base import DEFAULT_CHUNK_CHARS, StreamAggregator
+from .dialects.base import DEFAULT_CHUNK_CHARS, Aggregator, Asked, Dialect
 from .errors import BadResponse, StreamError, StreamShimError
-from .sse import SSEDecoder, encode_data
 
 __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_CHUNK_CHARS",
+    "Aggregator",
     "BadResponse",
-    "StreamAggregator",
+    "Dialect",
     "StreamError",
     "StreamShimError",
     "aggregate",
     "aggregate_with_problems",
     "aggregator_for",
-    "detect_stream_dialect",
     "synthesize",
 ]
 
 
-def detect_stream_dialect(body: bytes) -> ModuleType | None:
-    """The dialect of an SSE body, from its first JSON chunk."""
-    dec = SSEDecoder()
-    for ev in [*dec.feed(body), *dec.close()]:
-        try:
-            payload = json.loads(ev.data)
-        except ValueError:
-            continue
-        found = dialects.detect(payload)
-        if found is not None:
-            return found
-    return None
+def aggregator_for(api: str | Dialect) -> Aggregator:
+    return dialects.get(api).aggregator()
 
 
-def aggregator_for(api: str | ModuleType) -> StreamAggregator:
-    mod = dialects.get(api) if isinstance(api, str) else api
-    agg: StreamAggregator = mod.Aggregator()
-    return agg
-
-
-def aggregate(body: bytes, api: str | ModuleType | None = None) -> dict[str, Any]:
-    """One SSE body → the non-stream response. Raises ``StreamError`` (with ``.partial``)."""
-    return aggregate_with_problems(body, api)[0]
+def aggregate(body: bytes, api: str | Dialect | None = None, *, n: int | None = None) -> dict[str, Any]:
+    """One stream body → the non-stream response. Raises ``StreamError`` (with ``.partial``).
+    ``api``: the dialect's name; default: detected from the stream, else chat. ``n``: the number
+    of choices the request asked for, when known (fewer, and no end-of-stream record: a cut)."""
+    return aggregate_with_problems(body, api, n=n)[0]
 
 
 def aggregate_with_problems(
-    body: bytes, api: str | ModuleType | None = None
+    body: bytes, api: str | Dialect | None = None, *, n: int | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """``aggregate``, plus what was accepted but not well-formed (e.g. a missing final blank line)."""
-    if api is None:
-        api = detect_stream_dialect(body) or dialects.chat
-    agg = aggregator_for(api)
+    dialect = dialects.resolve(api, body=body)
+    assert dialect is not None
+    agg = dialect.aggregator(Asked(stream=True, n=n))
     agg.feed(body)
     return agg.finish(), agg.problems
 
 
 def synthesize(
-    response: dict[str, Any],
-    api: str | ModuleType | None = None,
+    response: Any,
+    api: str | Dialect | None = None,
     *,
-    include_usage: bool = False,
+    usage: bool = False,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
 ) -> bytes:
-    """One non-stream response → an SSE body ending in ``data: [DONE]``. Raises ``BadResponse``."""
-    if api is None:
-        api = dialects.detect(response) or dialects.chat
-    mod = dialects.get(api) if isinstance(api, str) else api
+    """One non-stream response → the stream body (terminator included). ``usage``: end with the
+    usage record a client asks for in a stream (chat's ``stream_options``). Raises
+    ``BadResponse``."""
+    dialect = dialects.resolve(api, payload=response)
+    assert dialect is not None
     try:
-        return encode_data(
-            mod.synthesize_chunks(response, include_usage=include_usage, chunk_chars=chunk_chars)
-        )
+        events = dialect.synthesize(response, usage=usage, chunk_chars=chunk_chars)
+        return dialect.framing.encode(events)
     except (TypeError, AttributeError, ValueError, KeyError) as exc:
         raise BadResponse(f"response has a field of an unexpected type: {exc}") from None

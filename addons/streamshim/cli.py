@@ -20,13 +20,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from . import DEFAULT_CHUNK_CHARS, aggregate_with_problems, dialects, synthesize
-from .check import Report
+from .check import Side, check_side
+from .dialects.base import Report
 from .errors import BadResponse, StreamError
 from .meaning import compare, meaning
-from .recording import Side, check_side
 
 
 def _read(path: str | None, exit_code: int = 1) -> tuple[str, bytes]:
@@ -75,11 +75,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"streamshim: {name}: not a JSON body: {exc}", file=sys.stderr)
         return 1
-    if isinstance(resp, dict) and "error" in resp and "choices" not in resp:
-        print(f"streamshim: {name}: the body is an error response, not a completion", file=sys.stderr)
+    dialect = dialects.resolve(args.api, payload=resp)
+    if dialect is not None and dialect.error_of(resp) is not None:
+        print(f"streamshim: {name}: the body is an error response, not an answer", file=sys.stderr)
         return 1
     try:
-        out = synthesize(resp, args.api, include_usage=args.include_usage, chunk_chars=args.chunk_chars)
+        out = synthesize(resp, dialect, usage=args.include_usage, chunk_chars=args.chunk_chars)
     except BadResponse as exc:
         print(f"streamshim: {name}: {exc}", file=sys.stderr)
         return 1
@@ -89,7 +90,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
-    from .recording import read_flows, scrub_flow, to_fixture, write_flows
+    from .mitm.recording import read_flows, to_fixture, write_flows
+    from .mitm.scrub import scrub_flow
 
     try:
         flows = read_flows(Path(args.infile))
@@ -107,7 +109,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .recording import flow_files, read_flows, replay_flow, update_expectation, write_flows
+    from .mitm.recording import flow_files, read_flows, replay_flow, update_expectation, write_flows
 
     files = list(flow_files(args.paths))
     if not files:
@@ -152,7 +154,7 @@ class _Input:
 
 def _inputs(path: str, sides: Sequence[str]) -> list[_Input]:
     """A body file is one input; a flow file gives the chosen sides of each of its flows."""
-    from .recording import flow_sides, read_flows
+    from .mitm.recording import flow_sides, read_flows
 
     name, data = _read(path, exit_code=2)
     if not _looks_like_flows(data):
@@ -244,16 +246,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if differ else 0
 
 
-def _gist(m: dict[str, object]) -> str:
+def _gist(m: dict[str, Any]) -> str:
     """What both sides agree on, in one line."""
-    choices = m.get("choices")
-    if not isinstance(choices, list):
+    outputs = next(((k, v) for k, v in m.items() if isinstance(v, list)), None)
+    if outputs is None:
         return f"status {m.get('status')}" + (f", error {m['error']!r}" if "error" in m else "")
-    parts = [f"status {m.get('status')}", f"{len(choices)} choice(s)"]
-    for c in choices:
-        calls = len(c.get("tool_calls") or ())
-        text = c.get("content") or ""
-        parts.append(f"finish_reason {c.get('finish_reason')!r}, {len(text)} chars, {calls} tool call(s)")
+    label, items = outputs
+    parts = [f"status {m.get('status')}", f"{len(items)} {label.rstrip('s')}(s)"]
+    for item in items:
+        calls = len(item.get("tool_calls") or ())
+        text = item.get("content", item.get("text")) or ""
+        finish, reason = list(item.items())[-1]  # an output's finish is its last key (Meaning.as_dict)
+        parts.append(f"{finish} {reason!r}, {len(text)} chars, {calls} tool call(s)")
     return ", ".join(parts)
 
 
@@ -269,11 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamshim", description="Convert OpenAI-compatible streams (SSE) to JSON bodies and back."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    api_help = f"API dialect ({', '.join(dialects.DIALECTS)}); default: detected from the payload"
+    api_help = f"API dialect ({', '.join(dialects.names())}); default: detected from the payload"
 
     agg = sub.add_parser("aggregate", help="SSE body → the aggregated non-stream JSON")
     agg.add_argument("file", nargs="?", help="SSE body (default: stdin)")
-    agg.add_argument("--api", choices=list(dialects.DIALECTS), help=api_help)
+    agg.add_argument("--api", choices=dialects.names(), help=api_help)
     agg.add_argument(
         "--partial", action="store_true", help="on error, still print what was aggregated so far"
     )
@@ -281,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     syn = sub.add_parser("synthesize", help="non-stream JSON body → SSE")
     syn.add_argument("file", nargs="?", help="JSON body (default: stdin)")
-    syn.add_argument("--api", choices=list(dialects.DIALECTS), help=api_help)
+    syn.add_argument("--api", choices=dialects.names(), help=api_help)
     syn.add_argument("--include-usage", action="store_true", help="end with a usage chunk (choices: [])")
     syn.add_argument(
         "--chunk-chars",
@@ -321,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exits 1 when any stream has an error finding.",
     )
     chk.add_argument("files", nargs="+", metavar="FILE", help="SSE body or flow file (- for stdin)")
-    chk.add_argument("--api", choices=list(dialects.DIALECTS), help=api_help)
+    chk.add_argument("--api", choices=dialects.names(), help=api_help)
     chk.add_argument(
         "--side",
         choices=("both", "upstream", "client"),
@@ -345,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "diff",
         help="compare what two responses mean (stream or JSON): content, reasoning, tool calls, ...",
         description="Compare two responses by meaning: content, reasoning, tool calls (name and parsed "
-        "arguments), finish_reason, usage (when both carry it), error. A and B are SSE/JSON body files "
+        "arguments), stop reasons, usage (when both carry it), error. A and B are SSE/JSON body files "
         "or flow files (compared flow by flow, in order). Exits 1 when they differ.",
     )
     dif.add_argument("a", help="SSE/JSON body or flow file")

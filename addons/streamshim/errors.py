@@ -13,9 +13,10 @@ class StreamShimError(Exception):
 class StreamError(StreamShimError):
     """An upstream stream that cannot be turned into a successful answer.
 
-    ``kind`` is one of ``upstream_error`` (an error event or ``{"error": …}`` payload),
-    ``malformed`` (a ``data:`` line that is not a JSON object), ``truncated`` (the stream ended
-    before every choice finished and without ``[DONE]``) and ``not_sse`` (no event at all).
+    ``kind`` is one of ``upstream_error`` (the upstream's own error event or payload),
+    ``malformed`` (an event that is not a JSON object of the expected shape), ``truncated`` (the
+    stream ended before its answer was complete) and ``not_sse`` (no event at all). The error
+    body a JSON client gets is the dialect's (``Dialect.error_body``).
     ``partial`` is the response aggregated from everything before the fault (``None`` when
     nothing arrived); ``upstream_error`` holds the upstream's own error object, if it sent one.
     """
@@ -43,19 +44,9 @@ class StreamError(StreamShimError):
             return f"byte {self.byte_offset}" if self.byte_offset is not None else "end of stream"
         return f"event {self.event_number} (byte {self.byte_offset})"
 
-    def to_openai(self) -> dict[str, Any]:
-        """An OpenAI-shaped error body for a client that asked for one JSON answer."""
-        err: dict[str, Any] = {
-            "message": f"streamshim: upstream stream failed at {self.where()}: {self.message}",
-            "type": "upstream_stream_error",
-            "code": self.kind,
-            "param": None,
-        }
-        if self.upstream_error is not None:
-            err["upstream_error"] = self.upstream_error
-        if self.partial is not None:
-            err["partial_response"] = self.partial
-        return {"error": err}
+    def describe(self) -> str:
+        """One line for a client or a log: what happened and where."""
+        return f"upstream stream failed at {self.where()}: {self.message}"
 
 
 class UpstreamErrorEvent(StreamError):
@@ -75,4 +66,4 @@ class NotAStream(StreamError):
 
 
 class BadResponse(StreamShimError):
-    """A JSON body that is not a completion this dialect can re-emit as a stream."""
+    """A JSON body that is not a response this dialect can re-emit as a stream."""

@@ -1,10 +1,10 @@
 """What an LLM response means, whatever its shape, and how two meanings differ.
 
 Sans-IO. ``meaning(status, headers, body)`` reduces a stream or JSON response to what a client
-acts on: status, and per choice the content, reasoning, refusal, tool calls (name + parsed
-arguments, ids left out: they differ run to run), finish_reason; usage; or the error it carries.
-``diff_meaning`` lists the differences between two meanings as readable lines; ``replay`` and
-``streamshim diff`` both use it.
+acts on: status, the dialect's ``Meaning`` (per output the content, reasoning, refusal, tool calls
+with parsed arguments, finish/stop reason; usage; the error it carries) as a dict. Ids are left
+out: they differ run to run. ``diff_meaning`` lists the differences between two meanings as
+readable lines; ``replay`` and ``streamshim diff`` both use it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from . import aggregate
+from . import dialects
+from .dialects.base import Dialect
 from .errors import StreamError
-from .passthrough import decode_body
-from .sse import sniff
+from .framing import sniff
+from .framing.encoding import decode_body
+
+__all__ = ["compare", "decoded", "diff_meaning", "header", "is_stream", "meaning"]
 
 
 def header(headers: Iterable[Iterable[str]], name: str) -> str:
@@ -34,24 +37,31 @@ def decoded(headers: Iterable[Iterable[str]], body: bytes) -> bytes:
         raise ValueError(f"undecodable {enc} body: {exc}") from None
 
 
-def is_sse(headers: Iterable[Iterable[str]], body: bytes) -> bool:
+def is_stream(headers: Iterable[Iterable[str]], body: bytes) -> bool:
     """An event stream by its label or, unlabelled (a file), by how it starts."""
-    return "event-stream" in header(headers, "content-type") or sniff(body) == "sse"
+    ctype = header(headers, "content-type")
+    return "event-stream" in ctype or "ndjson" in ctype or sniff(body) in ("sse", "ndjson")
 
 
-def meaning(status: int, headers: Iterable[Iterable[str]], body: bytes) -> dict[str, Any]:
-    """What a client response means: status, shape, and per choice content, reasoning, tool calls
-    (name + parsed arguments), finish_reason; usage; or the error it carries."""
+def meaning(
+    status: int, headers: Iterable[Iterable[str]], body: bytes, api: str | Dialect | None = None
+) -> dict[str, Any]:
+    """What a client response means: status, shape, and the dialect's meaning of the body (the
+    dialect: ``api``, else detected from the body, else chat)."""
     headers = [tuple(h) for h in headers]
     try:
         body = decoded(headers, body)
     except ValueError as exc:
         return {"status": status, "error": str(exc)}
     out: dict[str, Any] = {"status": status}
-    if is_sse(headers, body):
+    if is_stream(headers, body):
         out["shape"] = "sse"
+        dialect = dialects.resolve(api, body=body)
+        assert dialect is not None
+        agg = dialect.aggregator()
+        agg.feed(body)
         try:
-            resp = aggregate(body)
+            resp: Any = agg.finish()
         except StreamError as exc:
             out["error"] = f"{exc.kind}: {exc.message}"
             resp = exc.partial or {}
@@ -61,41 +71,18 @@ def meaning(status: int, headers: Iterable[Iterable[str]], body: bytes) -> dict[
             resp = json.loads(body)
         except ValueError:
             return {**out, "shape": "other", "body": body[:200].decode("utf-8", "replace")}
+        dialect = dialects.resolve(api, payload=resp)
+        assert dialect is not None
     if not isinstance(resp, dict):
         return {**out, "body": resp}
-    if "error" in resp:
-        err = resp["error"]
-        out["error"] = err.get("message") if isinstance(err, dict) else err
-    choices = []
-    for c in resp.get("choices") or []:
-        m = c.get("message") or {}
-        item: dict[str, Any] = {"content": m.get("content", c.get("text"))}
-        for key in ("reasoning_content", "reasoning", "refusal"):
-            if m.get(key):
-                item[key] = m[key]
-        calls = [(tc.get("function") or {}) for tc in m.get("tool_calls") or []]
-        if calls:
-            item["tool_calls"] = [(fn.get("name"), _parse_args(fn.get("arguments"))) for fn in calls]
-        item["finish_reason"] = c.get("finish_reason")
-        choices.append(item)
-    if "choices" in resp:
-        out["choices"] = choices
-    if resp.get("usage") is not None:
-        out["usage"] = resp["usage"]
-    return out
-
-
-def _parse_args(args: Any) -> Any:
-    if isinstance(args, str):
-        try:
-            return json.loads(args)
-        except ValueError:
-            return args
-    return args
+    found = dialect.meaning(resp).as_dict()
+    if "error" in out:  # the stream's own fault comes first
+        found.pop("error", None)
+    return {**out, **found}
 
 
 def diff_meaning(a: Any, b: Any, path: str = "", labels: tuple[str, str] = ("recorded", "now")) -> list[str]:
-    """One line per difference: ``choices[0].finish_reason: recorded 'stop', now 'length'``."""
+    """One line per difference, e.g. ``choices[0].content: recorded 'Hi', now 'Hello'``."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in [*a, *(k for k in b if k not in a)]:
@@ -105,7 +92,7 @@ def diff_meaning(a: Any, b: Any, path: str = "", labels: tuple[str, str] = ("rec
         pairs = enumerate(zip(a, b, strict=True))
         return [d for i, (x, y) in pairs for d in diff_meaning(x, y, f"{path}[{i}]", labels)]
     if a != b:
-        return [f"{path.lstrip('.') or 'response'}: {labels[0]} {_short(a)}, {labels[1]} {_short(b)}"]
+        return [f"{path.lstrip('.') or 'response'}: {labels[0]} {short(a)}, {labels[1]} {short(b)}"]
     return []
 
 
@@ -126,6 +113,6 @@ def compare(
     return diff_meaning(a, b, labels=labels), notes
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 160 else text[:157] + "…"

@@ -8,21 +8,46 @@ line and what is wrong. mitmproxy-free.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import dialects
 from .dialects.base import DEFAULT_CHUNK_CHARS, FILL_USAGE
 from .errors import StreamShimError
 
 UPSTREAM_VALUES = ("stream", "json", "as-requested")
-DEFAULT_PATHS = ("*/chat/completions", "*/completions")
+# every registered dialect's endpoints (``*/chat/completions``, ``*/completions``, …)
+DEFAULT_PATHS = tuple(dict.fromkeys(g for d in dialects.DIALECTS for g in d.path_globs()))
 
 
 class RulesError(StreamShimError):
     """A rules file that cannot be used: the message names the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the response path needs of a rule, kept with each flow (rules may reload meanwhile,
+    and ``streamshim replay`` uses the settings a recording was made with)."""
+
+    upstream: str = "as-requested"
+    chunk_chars: int = DEFAULT_CHUNK_CHARS
+    keepalive: bool = False
+    promote_tool_calls: bool = False
+    fill_usage: str = "estimate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Settings:
+        """From a flow's metadata; keys it does not know are left out, missing ones default."""
+        if not isinstance(data, dict):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -33,11 +58,15 @@ class Rule:
     path: tuple[str, ...] = DEFAULT_PATHS
     listen_port: int | None = None
     model: str | None = None
+    api: str | None = None  # the dialect, when the path does not tell (a gateway's own route)
     chunk_chars: int = DEFAULT_CHUNK_CHARS
     keepalive: bool = False
     promote_tool_calls: bool = False
     fill_usage: str = "estimate"
     line: int = 0  # where the rule starts in its file, for messages
+
+    def settings(self) -> Settings:
+        return Settings(**{f.name: getattr(self, f.name) for f in fields(Settings)})
 
     def matches(self, host: str, port: int, path: str, listen_port: int | None, model: str | None) -> bool:
         """``host``/``port``: the upstream; ``listen_port``: the proxy port the client reached."""
@@ -68,24 +97,13 @@ class RuleSet:
         return None
 
 
-def rule_settings(rule: Rule | None) -> dict[str, Any]:
-    """What the response path needs of a rule, kept with the flow (rules may reload meanwhile)."""
-    r = rule or Rule("none")
-    return {
-        "upstream": r.upstream,
-        "chunk_chars": r.chunk_chars,
-        "keepalive": r.keepalive,
-        "promote_tool_calls": r.promote_tool_calls,
-        "fill_usage": r.fill_usage,
-    }
-
-
 _FIELDS: dict[str, str] = {
     "name": "a name shown in mitmweb",
     "host": "a glob on the upstream host or host:port",
     "path": "a glob, or a list of globs, on the request path",
     "listen_port": "the proxy's listening port (an integer)",
     "model": "a glob on the request's model",
+    "api": "the API dialect, one of " + ", ".join(dialects.BY_NAME),
     "upstream": "one of " + ", ".join(UPSTREAM_VALUES),
     "chunk_chars": "characters per synthesized piece (a positive integer)",
     "keepalive": "true/false",
@@ -186,8 +204,9 @@ def _check(key: str, value: Any, where: str, i: int) -> Any:
         return tuple(globs)
     if key == "fill_usage" and value is False:  # `false` (also YAML's `off`, `no`): do not fill
         return "off"
-    if key in ("upstream", "fill_usage"):
-        if value not in (UPSTREAM_VALUES if key == "upstream" else FILL_USAGE):
+    if key in ("upstream", "fill_usage", "api"):
+        allowed = {"upstream": UPSTREAM_VALUES, "fill_usage": FILL_USAGE, "api": tuple(dialects.BY_NAME)}
+        if value not in allowed[key]:
             raise bad()
         return value
     if key == "listen_port":

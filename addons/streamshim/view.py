@@ -1,42 +1,43 @@
 """A readable rendering of an LLM stream: what the client assembles from it, not the raw chunks.
 
-Mitmproxy-free. ``render_lines(body)`` returns lines of ``(style, text)`` pieces, ``render(body)``
-the same as plain text; ``contentview.py`` adapts them to mitmproxy's content view APIs. The
-layout, for an SSE body (chat completions or legacy completions) or a non-stream JSON body::
+Mitmproxy-free, and it knows no API: it renders the dialect's ``Meaning`` of the aggregated
+stream (or of a non-stream JSON body). ``render_lines(body)`` returns lines of ``(style, text)``
+pieces, ``render(body)`` the same as plain text; ``mitm/contentview.py`` adapts them to
+mitmproxy's content view APIs. The layout:
 
-    LLM stream · chat · 20 events · finish_reason: tool_calls
-    model: tiny · id: chatcmpl-…
-    reasoning:
-      …
-    content:
+    LLM stream · <dialect> · <events> · <its stop-reason label>: <value>
+    model: … · id: …
+    reasoning:            (the output's reasoning text, under the dialect's field name when
+      …                    there are several)
+    content:              (its text parts, under their field names)
       …
     tool calls:
       [0] get_weather (id call_1)
           {
             "city": "Paris"
           }
-    finish_reason: tool_calls
-    usage: prompt_tokens 5 · completion_tokens 6 · total_tokens 11
+    <stop-reason label>: <value>
+    usage: <each count> · …
 
-A broken stream renders what arrived before the fault (``StreamError.partial``) under a line
-naming the fault: its kind, where (event number and byte offset) and the message.
+Several outputs (OpenAI's ``n``) are rendered one after another under ``choice N:``. A broken
+stream renders what arrived before the fault (``StreamError.partial``) under a line naming the
+fault: its kind, where (event number and byte offset) and the message.
 """
 
 from __future__ import annotations
 
 import json
-from types import ModuleType
 from typing import Any
 
-from . import detect_stream_dialect, dialects
-from .dialects.base import StreamAggregator
+from . import dialects
+from .dialects.base import Dialect, Meaning, Output, ToolCall
 from .errors import StreamError
-from .sse import SSEDecoder, sniff
+from .framing import sniff
 
 __all__ = ["TITLE", "Line", "looks_like_stream", "render", "render_lines", "sniff"]
 
 TITLE = "LLM stream"
-SNIFF_BYTES = 65536  # how much of a body ``looks_like_stream`` decodes to find the first chunk
+SNIFF_BYTES = dialects.SNIFF_BYTES  # how much of a body ``looks_like_stream`` decodes
 INDENT = "  "
 
 # Styles of the pieces: what each text is, not how it looks (the mitmproxy layer maps them)
@@ -47,20 +48,22 @@ CODE = "code"
 ERROR = "error"
 
 Line = list[tuple[str, str]]
+_KIND_ORDER = {"reasoning": 0, "text": 1, "refusal": 2}
 
 
 def looks_like_stream(body: bytes) -> bool:
-    """An SSE body whose first JSON chunk (within ``SNIFF_BYTES``) is a completion chunk."""
-    if sniff(body) != "sse":
+    """A stream whose first telling event (within ``SNIFF_BYTES``) is a known API's, or an error."""
+    kind = sniff(body)
+    if kind not in ("sse", "ndjson"):
         return False
-    dec = SSEDecoder()
+    if dialects.detect_body(body[:SNIFF_BYTES]) is not None:
+        return True
+    dec = dialects.FRAMINGS[kind].decoder()
     for ev in dec.feed(body[:SNIFF_BYTES]):
         try:
             payload = json.loads(ev.data)
         except ValueError:
             continue
-        if dialects.detect(payload) is not None:
-            return True
         if isinstance(payload, dict) and "error" in payload:
             return True  # a stream whose first event is the upstream's error
     return False
@@ -74,27 +77,32 @@ def render(body: bytes, api: str | None = None, *, default_api: str | None = Non
 
 
 def render_lines(body: bytes, api: str | None = None, *, default_api: str | None = None) -> list[Line]:
-    """An SSE body, or a non-stream JSON response, as lines of ``(style, text)``.
+    """A stream body, or a non-stream JSON response, as lines of ``(style, text)``.
 
-    ``api`` (``"chat"`` or ``"completions"``) overrides the dialect detected from the payload;
-    ``default_api`` is used when none can be detected (e.g. the request path's). Raises
-    ``ValueError`` for a body that is neither (a content view then falls back to another view).
+    ``api`` overrides the dialect detected from the payload; ``default_api`` is used when none can
+    be detected (e.g. the request path's). Raises ``ValueError`` for a body that is neither (a
+    content view then falls back to another view).
     """
     kind = sniff(body)
-    if kind == "sse":
+    if kind in ("sse", "ndjson"):
         return _render_stream(body, api, default_api)
     if kind == "json":
         return _render_json(body, api, default_api)
     raise ValueError(f"not an LLM stream or response ({kind} body)")
 
 
+def _dialect(api: str | None, found: Dialect | None, default_api: str | None) -> Dialect:
+    if api:
+        return dialects.get(api)
+    return found or dialects.get(default_api or dialects.DEFAULT.name)
+
+
 # -- the two inputs ---------------------------------------------------------------------------------
 
 
 def _render_stream(body: bytes, api: str | None, default_api: str | None) -> list[Line]:
-    found = detect_stream_dialect(body[:SNIFF_BYTES])
-    mod = dialects.get(api) if api else found or dialects.get(default_api or "chat")
-    agg: StreamAggregator = mod.Aggregator()
+    dialect = _dialect(api, None if api else dialects.detect_body(body[:SNIFF_BYTES]), default_api)
+    agg = dialect.aggregator()
     agg.feed(body)
     fault: StreamError | None = None
     try:
@@ -104,18 +112,20 @@ def _render_stream(body: bytes, api: str | None, default_api: str | None) -> lis
         response = exc.partial
     dec = agg.decoder
     facts = [f"{dec.events} event{'s' if dec.events != 1 else ''}"]
-    if dec.comments:
-        facts.append(f"{dec.comments} comment{'s' if dec.comments != 1 else ''}")
-    if not agg.done and fault is None:
-        facts.append("no [DONE]")
-    lines = [_title(TITLE, mod, facts, response, fault)]
+    comments = getattr(dec, "comments", 0)
+    if comments:
+        facts.append(f"{comments} comment{'s' if comments != 1 else ''}")
+    if not agg.terminated and fault is None:
+        facts.append(f"no {dialect.terminal_name}")
+    meaning = dialect.meaning(response) if response is not None else None
+    lines = [_title(TITLE, dialect, facts, meaning, fault)]
     if fault is not None:
         lines += _fault_lines(fault)
     lines += [[(TEXT, f"note: {p}")] for p in agg.problems]
-    if fault is not None and response is not None:
+    if fault is not None and meaning is not None:
         lines.append([(TEXT, "what arrived before the fault:")])
-    if response is not None:
-        lines += _response_lines(response, mod)
+    if meaning is not None:
+        lines += _response_lines(meaning)
     elif fault is not None:
         lines.append([(TEXT, "nothing was assembled before the fault")])
     return lines
@@ -128,50 +138,42 @@ def _render_json(body: bytes, api: str | None, default_api: str | None) -> list[
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ValueError("JSON body is not an object")
-    err = obj.get("error")
-    if isinstance(err, dict) and "choices" not in obj:
-        # streamshim's own 502 for a broken stream carries what arrived as partial_response
+    found = None if api else dialects.detect(obj)
+    dialect = _dialect(api, found, default_api)
+    err = dialect.error_of(obj)
+    if err is not None:
+        # streamshim's own error for a broken stream carries what arrived as its partial answer
+        code, message, partial = err
         lines: list[Line] = [[(TITLE_STYLE, "LLM response · error")]]
-        lines.append(
-            [(ERROR, f"error ({err.get('code') or err.get('type') or 'unknown'}): {err.get('message')}")]
-        )
-        partial = err.get("partial_response")
+        lines.append([(ERROR, f"error ({code}): {message}")])
         if isinstance(partial, dict):
-            mod = (
-                dialects.get(api) if api else dialects.detect(partial) or dialects.get(default_api or "chat")
-            )
+            pd = _dialect(api, dialects.detect(partial), default_api)
             lines.append([(LABEL, "partial response (what arrived before the fault):")])
-            lines += _response_lines(partial, mod)
+            lines += _response_lines(pd.meaning(partial))
         return lines
-    mod = dialects.get(api) if api else dialects.detect(obj)
-    if mod is None:
-        raise ValueError("JSON body is not a chat/completions response")
-    return [_title("LLM response", mod, ["JSON"], obj, None), *_response_lines(obj, mod)]
+    if found is None and not api:
+        raise ValueError("JSON body is not a response of a known API")
+    meaning = dialect.meaning(obj)
+    return [_title("LLM response", dialect, ["JSON"], meaning, None), *_response_lines(meaning)]
 
 
 # -- pieces -----------------------------------------------------------------------------------------
 
 
 def _title(
-    title: str, mod: ModuleType, facts: list[str], response: dict[str, Any] | None, fault: StreamError | None
+    title: str, dialect: Dialect, facts: list[str], meaning: Meaning | None, fault: StreamError | None
 ) -> Line:
-    parts = [title, mod.NAME, *facts]
+    parts = [title, dialect.name, *facts]
     if fault is not None:
         parts.append(f"BROKEN ({fault.kind})")
-    finishes = _finish_reasons(response)
-    if finishes:
-        parts.append(f"finish_reason: {', '.join(finishes)}")
+    finishes: list[str] = []
+    for o in meaning.outputs if meaning is not None else ():
+        text = str(o.finish) if o.finish is not None else "none"
+        if text not in finishes:
+            finishes.append(text)
+    if finishes and meaning is not None:
+        parts.append(f"{meaning.finish_label}: {', '.join(finishes)}")
     return [(TITLE_STYLE, " · ".join(parts))]
-
-
-def _finish_reasons(response: dict[str, Any] | None) -> list[str]:
-    out: list[str] = []
-    for choice in _choices(response):
-        reason = choice.get("finish_reason")
-        text = str(reason) if reason is not None else "none"
-        if text not in out:
-            out.append(text)
-    return out
 
 
 def _fault_lines(fault: StreamError) -> list[Line]:
@@ -182,56 +184,50 @@ def _fault_lines(fault: StreamError) -> list[Line]:
     return lines
 
 
-def _choices(response: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if not isinstance(response, dict):
-        return []
-    choices = response.get("choices")
-    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
-
-
-def _response_lines(response: dict[str, Any], mod: ModuleType) -> list[Line]:
+def _response_lines(meaning: Meaning) -> list[Line]:
     lines: list[Line] = []
-    ident = [f"{key}: {response[key]}" for key in ("model", "id") if response.get(key)]
+    ident = [f"{key}: {meaning.ident[key]}" for key in ("model", "id") if meaning.ident.get(key)]
     if ident:
         lines.append([(TEXT, " · ".join(ident))])
-    choices = _choices(response)
-    for n, choice in enumerate(choices):
+    outputs = meaning.outputs
+    label = meaning.outputs_label.rstrip("s")
+    for output in outputs:
         indent = ""
-        if len(choices) > 1:
-            lines.append([(LABEL, f"choice {choice.get('index', n)}:")])
+        if len(outputs) > 1:
+            lines.append([(LABEL, f"{label} {output.index}:")])
             indent = INDENT
-        lines += _choice_lines(choice, mod, indent)
-    if not choices:
-        lines.append([(TEXT, "no choices")])
-    usage = response.get("usage")
-    if isinstance(usage, dict):
-        lines += _usage_lines(usage)
+        lines += _output_lines(output, meaning.finish_label, indent)
+    if not outputs:
+        lines.append([(TEXT, f"no {meaning.outputs_label}")])
+    if isinstance(meaning.usage, dict):
+        lines += _usage_lines(meaning.usage)
     return lines
 
 
-def _choice_lines(choice: dict[str, Any], mod: ModuleType, indent: str) -> list[Line]:
+def _output_lines(output: Output, finish_label: str, indent: str) -> list[Line]:
     lines: list[Line] = []
-    if mod is dialects.completions or "text" in choice:
-        lines += _text_block("text", choice.get("text"), indent)
-    message = choice.get("message")
-    if isinstance(message, dict):
-        rc, r = message.get("reasoning_content"), message.get("reasoning")
-        if rc and r and rc != r:  # both, different: show each under its own name
-            lines += _text_block("reasoning_content", rc, indent) + _text_block("reasoning", r, indent)
+    parts = sorted(output.parts, key=lambda p: _KIND_ORDER.get(p[0], 1))
+    reasoning = [(name, text) for kind, name, text in parts if kind == "reasoning" and text]
+    distinct = {json.dumps(t, sort_keys=True, default=str) for _, t in reasoning}
+    for kind, name, text in parts:
+        if kind == "reasoning":
+            if len(distinct) > 1:  # more than one, different: each under its own name
+                lines += _text_block(name, text, indent)
+            elif reasoning and name == reasoning[0][0]:
+                lines += _text_block("reasoning", text, indent)
         else:
-            lines += _text_block("reasoning", rc or r, indent)
-        lines += _text_block("content", message.get("content"), indent)
-        lines += _text_block("refusal", message.get("refusal"), indent)
-        calls = message.get("tool_calls")
-        if isinstance(calls, list) and calls:
-            lines.append([(LABEL, f"{indent}tool calls:")])
-            for i, call in enumerate(calls):
-                lines += _tool_call_lines(i, call, indent + INDENT)
-        elif isinstance(message.get("function_call"), dict):
-            lines.append([(LABEL, f"{indent}function call:")])
-            lines += _function_lines(None, message["function_call"], None, indent + INDENT)
-    reason = choice.get("finish_reason")
-    lines.append([(LABEL, f"{indent}finish_reason: "), (TEXT, str(reason) if reason is not None else "none")])
+            lines += _text_block(name, text, indent)
+    if output.tool_calls:
+        lines.append([(LABEL, f"{indent}tool calls:")])
+        for i, call in enumerate(output.tool_calls):
+            lines += _call_lines(i, call, indent + INDENT)
+    elif output.legacy_call is not None:
+        lines.append([(LABEL, f"{indent}function call:")])
+        lines += _call_lines(None, output.legacy_call, indent + INDENT)
+    finish = output.finish
+    lines.append(
+        [(LABEL, f"{indent}{finish_label}: "), (TEXT, str(finish) if finish is not None else "none")]
+    )
     return lines
 
 
@@ -244,26 +240,16 @@ def _text_block(label: str, value: Any, indent: str) -> list[Line]:
     return lines
 
 
-def _tool_call_lines(i: int, call: Any, indent: str) -> list[Line]:
-    if not isinstance(call, dict):
-        return [[(TEXT, f"{indent}[{i}] {call!r}")]]
-    fn = call.get("function")
-    extra = call.get("type") if call.get("type") not in (None, "function") else None
-    return _function_lines(i, fn if isinstance(fn, dict) else {}, call.get("id"), indent, extra)
-
-
-def _function_lines(
-    i: int | None, fn: dict[str, Any], call_id: Any, indent: str, call_type: Any = None
-) -> list[Line]:
+def _call_lines(i: int | None, call: ToolCall, indent: str) -> list[Line]:
     head = f"[{i}] " if i is not None else ""
-    details = [f"id {call_id}"] if call_id else []
-    if call_type:
-        details.append(f"type {call_type}")
-    line: Line = [(LABEL, f"{indent}{head}{fn.get('name') or '(no name)'}")]
+    details = [f"id {call.id}"] if call.id else []
+    if call.type:
+        details.append(f"type {call.type}")
+    line: Line = [(LABEL, f"{indent}{head}{call.name or '(no name)'}")]
     if details:
         line.append((TEXT, f" ({', '.join(details)})"))
     lines = [line]
-    args = fn.get("arguments")
+    args = call.arguments
     if args is None:
         return lines
     if isinstance(args, str):
@@ -280,7 +266,7 @@ def _function_lines(
 
 
 def _code_lines(value: Any, indent: str) -> list[Line]:
-    text = json.dumps(value, indent=2, ensure_ascii=False)
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
     return [[(CODE, f"{indent}{row}")] for row in text.splitlines()]
 
 

@@ -256,7 +256,7 @@ def passthrough(ports: dict[str, int], n: int, repeat: int) -> list[list[str]]:
 
 
 def chat_stream(n: int, tools: bool) -> bytes:
-    from streamshim.sse import encode_data
+    from streamshim.dialects.openai import encode_chunks as encode_data
 
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
     chunks = [

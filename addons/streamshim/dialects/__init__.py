@@ -1,51 +1,122 @@
-"""API dialects. Each module converts one endpoint's stream ⇄ JSON and exposes:
+"""The API dialects, and the one way to tell which applies: ``resolve``.
 
-- ``NAME``, ``OBJECT`` (the non-stream ``object``), ``CHUNK_OBJECT``, ``PATH_SUFFIX``
-- ``Aggregator``: a ``base.StreamAggregator`` (SSE body → one response)
-- ``synthesize_chunks(resp, include_usage=, chunk_chars=)``: one response → chunk payloads
+Every dialect implements ``base.Dialect``. Adding one is one module (or folder) here plus one line
+in ``DIALECTS``; nothing outside this package knows any API.
 
-A new dialect (Responses API, Anthropic Messages, Ollama NDJSON, …) is one more module listed in
-``DIALECTS``.
+Which dialect applies, in this order (``resolve``):
+
+1. an explicit name: the rule key ``api:`` or the CLI's ``--api``;
+2. the request path (``…/chat/completions``, ``…/completions``; the longest suffix wins);
+3. only where there is no request (a file on the command line, a body in the content view): the
+   payload's own shape, its ``object``/``type`` first.
+
+The mitmproxy layer resolves once, in the ``request`` hook, and keeps the name in the flow's
+state; a response whose payload is plainly another dialect's is noted on the flow.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+import json
 from typing import Any
 
+from ..framing import FRAMINGS, sniff
 from . import chat, completions
+from .base import Dialect
 
-DIALECTS: dict[str, ModuleType] = {chat.NAME: chat, completions.NAME: completions}
+DIALECTS: tuple[Dialect, ...] = (chat.DIALECT, completions.DIALECT)
+BY_NAME: dict[str, Dialect] = {d.name: d for d in DIALECTS}
+DEFAULT = chat.DIALECT
+SNIFF_BYTES = 65536  # how much of a stream ``detect_body`` decodes to find a telling event
+
+__all__ = [
+    "BY_NAME",
+    "DEFAULT",
+    "DIALECTS",
+    "FRAMINGS",
+    "SNIFF_BYTES",
+    "Dialect",
+    "detect",
+    "detect_body",
+    "for_path",
+    "get",
+    "resolve",
+]
 
 
-def get(name: str) -> ModuleType:
+def names() -> list[str]:
+    return list(BY_NAME)
+
+
+def get(name: str | Dialect) -> Dialect:
+    if isinstance(name, Dialect):
+        return name
     try:
-        return DIALECTS[name]
-    except KeyError:
-        raise ValueError(f"unknown API {name!r}; known: {', '.join(DIALECTS)}") from None
+        return BY_NAME[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown API {name!r}; known: {', '.join(BY_NAME)}") from None
 
 
-def for_path(path: str) -> ModuleType | None:
-    """The dialect of a request path (query string ignored), or None for other endpoints."""
-    path = path.split("?", 1)[0].rstrip("/")
-    for mod in (chat, completions):  # the longer suffix first
-        if path.endswith(mod.PATH_SUFFIX):
-            return mod
+def for_path(path: str) -> Dialect | None:
+    """The dialect whose endpoint a request path is (query ignored), or None."""
+    best, score = None, 0
+    for d in DIALECTS:
+        s = d.path_match(path)
+        if s > score:
+            best, score = d, s
+    return best
+
+
+def detect(payload: Any) -> Dialect | None:
+    """The dialect of a JSON response body or one event's payload, from its own shape."""
+    best, score = None, 0
+    for d in DIALECTS:
+        s = d.detect(payload)
+        if s > score:
+            best, score = d, s
+    return best
+
+
+def detect_body(body: bytes) -> Dialect | None:
+    """The dialect of a body (a stream: from its first telling events, within ``SNIFF_BYTES``;
+    a JSON body: from the object)."""
+    kind = sniff(body)
+    if kind == "json":
+        try:
+            return detect(json.loads(body))
+        except ValueError:
+            return None
+    if kind in FRAMINGS:
+        dec = FRAMINGS[kind].decoder()
+        events = dec.feed(body[:SNIFF_BYTES])
+        if len(body) <= SNIFF_BYTES:
+            events += dec.close()
+        for ev in events:
+            try:
+                found = detect(json.loads(ev.data))
+            except ValueError:
+                continue
+            if found is not None:
+                return found
     return None
 
 
-def detect(payload: Any) -> ModuleType | None:
-    """The dialect of a response body or chunk, from ``object`` or, failing that, its shape."""
-    if not isinstance(payload, dict):
-        return None
-    obj = payload.get("object")
-    for mod in DIALECTS.values():
-        if obj in (mod.OBJECT, mod.CHUNK_OBJECT):
-            return mod
-    for choice in payload.get("choices") or ():
-        if isinstance(choice, dict):
-            if "delta" in choice or "message" in choice:
-                return chat
-            if "text" in choice:
-                return completions
-    return None
+def resolve(
+    name: str | Dialect | None = None,
+    *,
+    path: str | None = None,
+    body: bytes | None = None,
+    payload: Any = None,
+    default: Dialect | None = DEFAULT,
+) -> Dialect | None:
+    """The dialect that applies: ``name`` if given, else the request ``path``'s (None when a path
+    is given but is no dialect's), else the shape of ``payload`` or ``body``, else ``default``."""
+    if name is not None:
+        return get(name)
+    if path is not None:
+        return for_path(path)
+    found = None
+    if payload is not None:
+        found = detect(payload)
+    elif body is not None:
+        found = detect_body(body)
+    return found or default

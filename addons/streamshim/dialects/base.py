@@ -1,56 +1,251 @@
-"""What every OpenAI-style dialect shares: the SSE → payload driver with its error rules, the
-merge of top-level fields, logprobs arrays, and the splitting of text into streamed pieces.
+"""The contract every API dialect implements, and what dialects share that knows no API.
 
-A dialect module (``chat``, ``completions``, …) provides an ``Aggregator`` subclass of
-``StreamAggregator`` and a ``synthesize_chunks`` function; ``dialects/__init__.py`` registers it.
+A dialect is one API's whole knowledge (OpenAI chat completions, legacy completions, …): which
+requests are its own, what the client asked for and how to ask the upstream for the other shape,
+how its events aggregate into one response and how a response is streamed back, what a
+conforming stream looks like, what a response means, the error body a JSON client gets instead
+of a broken stream, and the byte markers the cheap live watch looks for. ``Dialect`` below is that
+contract; ``dialects/__init__.py`` registers the implementations and resolves which one applies.
+
+Also here, because every dialect uses them: ``Aggregator`` (the event-driven aggregation driver
+with its error rules), ``Checker`` (the framing-level conformance findings), the ``Meaning`` of a
+response, and small helpers (text splitting, JSON scanning, snippets).
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from ..errors import MalformedEvent, NotAStream, StreamError, TruncatedStream, UpstreamErrorEvent
-from ..sse import DONE, Event, SSEDecoder, encode_json
-
-# Top-level fields whose first non-empty (not null, "" or 0) value wins: later chunks repeat them,
-# and Azure's content-filter chunks blank them.
-IDENTITY_FIELDS = frozenset({"id", "model", "created", "system_fingerprint", "service_tier"})
-# Chunk fields that never reach the aggregated body.
-CHUNK_ONLY_FIELDS = frozenset({"choices", "object", "obfuscation"})
+from ..framing import Decoder, Event, Framing, encode_json, framing
 
 DEFAULT_CHUNK_CHARS = 16
 FEED_SLICE = 64 * 1024
+Severity = Literal["error", "warning"]
+
+FILL_USAGE = ("estimate", "zeros", "off")  # "off": rule key `fill_usage: false`
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text (OpenAI's tokenizer guide)
 
 
-def _snippet(data: str | bytes, limit: int = 80) -> str:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    return repr(text[:limit] + ("…" if len(text) > limit else ""))
+# -- the contract ---------------------------------------------------------------------------------
 
 
-class StreamAggregator(ABC):
-    """Turns one upstream SSE body into one non-stream response, incrementally.
+@dataclass(frozen=True)
+class Asked:
+    """What a client asked for, read from its request body."""
 
-    ``feed(bytes)`` any number of times, then ``finish()``: it returns the aggregated response,
-    or raises a ``StreamError`` carrying what was received so far (``.partial``). The first fault
-    stops aggregation; ``error`` tells a caller about it before ``finish``.
+    stream: bool
+    usage: bool = False  # a usage record in the stream (chat's stream_options.include_usage)
+    n: int | None = None  # choices asked for (None: not said, or not part of the API)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Byte markers of a dialect's stream for the live passthrough watch, which never parses on
+    the hot path: the record that ends a complete stream (looked for at the end of each chunk)
+    and records that carry an error. An error marker followed by one of ``not_errors`` (e.g.
+    ``"error":null``) is not an error."""
+
+    terminal: tuple[bytes, ...]
+    errors: tuple[bytes, ...]
+    not_errors: tuple[bytes, ...] = (b":null", b":{}", b":false")
+
+
+class Dialect(ABC):
+    """One API dialect. Instances are stateless; ``aggregator()`` and ``checker()`` make the
+    per-stream objects."""
+
+    name: ClassVar[str]  # "chat", "completions", … (the rule key ``api:``, the CLI's ``--api``)
+    title: ClassVar[str]  # what users call it, e.g. "OpenAI chat completions"
+    framing_name: ClassVar[str] = "sse"
+    path_suffixes: ClassVar[tuple[str, ...]]  # request paths (query left out) it serves
+    terminal_name: ClassVar[str]  # how the view names the end-of-stream record, e.g. "[DONE]"
+    watch: ClassVar[Watch]
+    codes: ClassVar[dict[str, tuple[Severity, str]]]  # conformance finding codes
+
+    @property
+    def framing(self) -> Framing:
+        return framing(self.framing_name)
+
+    def path_globs(self) -> tuple[str, ...]:
+        """The rule ``path`` globs that cover this dialect's endpoints."""
+        return tuple(f"*{s}" for s in self.path_suffixes)
+
+    def path_match(self, path: str) -> int:
+        """How specifically this dialect claims a request path: the length of the matching
+        suffix, 0 when it is not one of its endpoints. The registry picks the longest."""
+        clean = path.split("?", 1)[0].rstrip("/")
+        return max((len(s) for s in self.path_suffixes if clean.endswith(s)), default=0)
+
+    @abstractmethod
+    def detect(self, payload: Any) -> int:
+        """How surely a JSON response body or one stream event's payload is this dialect's: 2 it
+        names its own type (``object``, ``type``), 1 it has the shape, 0 it is not. The registry
+        picks the surest."""
+
+    # -- the request ------------------------------------------------------------------------
+    @abstractmethod
+    def asked(self, body: dict[str, Any]) -> Asked | None:
+        """What the client asked for; ``None`` for a request streamshim must leave alone (e.g. a
+        ``stream`` that is not a boolean)."""
+
+    @abstractmethod
+    def ask_stream(self, body: dict[str, Any], asked: Asked) -> bool:
+        """Rewrite ``body`` (in place) to ask the upstream for a stream carrying everything a
+        non-stream answer has. Returns whether a usage record was asked for that the client did
+        not ask for (it is taken out again for a streaming client)."""
+
+    @abstractmethod
+    def ask_json(self, body: dict[str, Any]) -> None:
+        """Rewrite ``body`` (in place) to ask the upstream for one JSON answer."""
+
+    # -- conversions ------------------------------------------------------------------------
+    @abstractmethod
+    def aggregator(self, asked: Asked | None = None) -> Aggregator:
+        """A fresh aggregator: this dialect's events in, its non-stream response out. ``asked``:
+        what the request asked for, when known (a stream that ends without the ``n`` choices it
+        asked for is cut, not complete)."""
+
+    @abstractmethod
+    def synthesize(
+        self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
+    ) -> Iterator[Event]:
+        """The events (terminator included) that stream ``response``; ``usage``: the client
+        asked for a usage record in the stream. Raises ``BadResponse`` for a body that is not
+        this dialect's response."""
+
+    # -- conformance ------------------------------------------------------------------------
+    @abstractmethod
+    def checker(self, *, usage_asked: bool | None = None, n: int | None = None) -> Checker:
+        """A fresh conformance checker. ``usage_asked``/``n``: what the request asked for
+        (``None``: unknown, not checked)."""
+
+    # -- meaning and errors -----------------------------------------------------------------
+    @abstractmethod
+    def meaning(self, response: dict[str, Any]) -> Meaning:
+        """What a response (non-stream body, or aggregated stream) means to a client."""
+
+    @abstractmethod
+    def error_body(
+        self, message: str, code: str, *, partial: Any = None, upstream_error: Any = None
+    ) -> dict[str, Any]:
+        """The error body, in this API's own error envelope, a JSON client gets instead of an
+        answer streamshim could not make (``partial``: what arrived before the fault)."""
+
+    @abstractmethod
+    def error_of(self, body: Any) -> tuple[str, str, Any] | None:
+        """``(code, message, partial)`` when a JSON body is this API's error envelope (streamshim's
+        own included, with what it kept of a broken stream), else ``None``."""
+
+    def fill_usage(self, response: dict[str, Any], method: str, generated: int, request: Any) -> str | None:
+        """Give a response built from a stream that carried no usage the usage a non-stream body
+        always has (``method``: estimate, zeros, off). Returns how it was filled, for the flow's
+        account (``None``: nothing filled). Dialects whose streams always carry usage keep this
+        default."""
+        return None
+
+    def usage_of(self, response: dict[str, Any]) -> dict[str, Any] | None:
+        """The response's usage record, ``None`` when it has none."""
+        return None
+
+    def strip_injected_usage(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """For a streaming client that did not ask for usage: ``payload`` without the usage
+        streamshim asked for (``{}`` to drop the event), or ``None`` to leave it as it is."""
+        return None
+
+    def promote_tool_calls(self, response: dict[str, Any]) -> int:
+        """Rule ``promote_tool_calls``: move tool calls of a later choice into the first one.
+        Returns the index they came from, 0 when nothing moved (or the API has no choices)."""
+        return 0
+
+
+# -- what a response means ------------------------------------------------------------------------
+
+
+@dataclass
+class ToolCall:
+    name: str | None
+    arguments: Any  # as sent: a JSON string (usually), or a parsed object
+    id: str | None = None
+    type: str | None = None  # only when not the API's usual kind ("function")
+
+    def parsed(self) -> Any:
+        if isinstance(self.arguments, str):
+            try:
+                return json.loads(self.arguments)
+            except ValueError:
+                return self.arguments
+        return self.arguments
+
+
+@dataclass
+class Output:
+    """One answer: a choice (OpenAI chat/completions), the message (Anthropic, Responses)."""
+
+    index: int
+    # (kind, name, text) in the dialect's order: kind is "text", "reasoning" or "refusal", name
+    # the field it came from ("content", "reasoning_content", "thinking", …)
+    parts: list[tuple[str, str, Any]] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    legacy_call: ToolCall | None = None  # chat's deprecated function_call (shown, not compared)
+    finish: Any = None
+
+
+@dataclass
+class Meaning:
+    """What a client acts on. ``as_dict`` is what ``diff`` compares (ids left out: they differ
+    run to run); the view renders the rest too."""
+
+    outputs: list[Output] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    error: Any = None
+    ident: dict[str, Any] = field(default_factory=dict)  # model, id
+    has_outputs: bool = True  # the body had its outputs list (an error body has none)
+    outputs_label: str = "choices"
+    finish_label: str = "finish_reason"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.has_outputs:
+            items = []
+            for o in self.outputs:
+                item: dict[str, Any] = {name: text for _, name, text in o.parts}
+                if o.tool_calls:
+                    item["tool_calls"] = [(c.name, c.parsed()) for c in o.tool_calls]
+                item[self.finish_label] = o.finish
+                items.append(item)
+            out[self.outputs_label] = items
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out
+
+
+# -- aggregation ----------------------------------------------------------------------------------
+
+
+class Aggregator(ABC):
+    """One upstream stream in, one non-stream response out, incrementally.
+
+    ``feed(bytes)`` (decoded with the dialect's framing) or ``feed_event(event)`` any number of
+    times, then ``finish()``: it returns the response, or raises a ``StreamError`` carrying what
+    was received so far (``.partial``). The first fault stops aggregation; ``error`` tells a
+    caller about it before ``finish``. ``problems`` lists what was accepted but not well-formed.
     """
 
-    object_name: ClassVar[str]
-
-    def __init__(self) -> None:
-        self.decoder = SSEDecoder()
-        self.done = False  # ``data: [DONE]`` seen
-        self.chunks = 0
+    def __init__(self, framing_: Framing) -> None:
+        self.decoder: Decoder = framing_.decoder()
+        self.chunks = 0  # events merged
         self.error: StreamError | None = None
         self.problems: list[str] = []
+        self.terminated = False  # the dialect's end-of-stream record arrived
         self._head = b""
-        self._top: dict[str, Any] = {}
         self._closing = False
-        self._settled_keys: set[str] = set()
-        self._extra_keys: list[str] = []
 
     # -- driving ------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -66,80 +261,54 @@ class StreamAggregator(ABC):
             self.feed_event(ev)
 
     def feed_event(self, ev: Event) -> None:
-        if self.error is not None:
+        if self.error is not None or self.before_json(ev):
             return
         data = ev.data
-        if ev.event == "error":
-            obj = _try_json(data)
-            self._fail(UpstreamErrorEvent, f"upstream sent an error event: {_error_text(obj, data)}", ev, obj)
-            return
-        if data == DONE:
-            self.done = True
-            return
-        if self.done:
-            self.problems.append(f"data after [DONE] ignored at {ev.where()}")
-            return
         try:
-            obj = _loads(data)
+            obj = loads(data)
         except ValueError as exc:
             if self._closing:  # the body ended inside this event's JSON: a cut, not bad JSON
-                self._fail(TruncatedStream, f"stream ended in the middle of an event: {_snippet(data)}", ev)
+                self.fail(TruncatedStream, f"stream ended in the middle of an event: {snippet(data)}", ev)
             else:
-                self._fail(MalformedEvent, f"data is not valid JSON ({exc}): {_snippet(data)}", ev)
+                self.fail(MalformedEvent, f"data is not valid JSON ({exc}): {snippet(data)}", ev)
             return
         if not isinstance(obj, dict):
-            self._fail(MalformedEvent, f"data is JSON but not an object: {_snippet(data)}", ev)
-            return
-        err = obj.get("error")
-        if err:
-            self._fail(UpstreamErrorEvent, f"upstream sent an error: {_error_text(obj, data)}", ev, err)
+            self.fail(MalformedEvent, f"data is JSON but not an object: {snippet(data)}", ev)
             return
         self.chunks += 1
         try:
-            self._merge_top(obj)
-            self.add_chunk(obj, ev)
-        except (TypeError, AttributeError, ValueError) as exc:  # a field of an unexpected type
+            self.add(obj, ev)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:  # a field of an unexpected type
             self.chunks -= 1
-            self._fail(MalformedEvent, f"chunk has an unexpected shape ({exc}): {_snippet(data)}", ev)
+            self.fail(MalformedEvent, f"event has an unexpected shape ({exc!r}): {snippet(data)}", ev)
 
     def finish(self) -> dict[str, Any]:
         """End of the upstream body. Returns the response or raises ``StreamError``."""
         self._closing = True
         self.feed_events(self.decoder.close())
         self.problems.extend(self.decoder.problems)
-        if self.error is not None:
-            raise self.error
-        if not self.done:
+        if self.error is None:
             if self.decoder.events == 0:
                 if self.decoder.total_bytes == 0:
-                    self._fail(TruncatedStream, "upstream body is empty", None)
+                    self.fail(TruncatedStream, "upstream body is empty", None)
                 else:
-                    self._fail(
+                    self.fail(
                         NotAStream,
-                        f"upstream body is not an event stream: no data event in "
-                        f"{self.decoder.total_bytes} bytes, starts with {_snippet(self._head)}",
+                        f"upstream body is not an event stream: no event in {self.decoder.total_bytes} "
+                        f"bytes, starts with {snippet(self._head)}",
                         None,
                     )
             else:
-                open_choices = self.unfinished()
-                if open_choices or self.chunks == 0:
-                    what = (
-                        f"choice(s) {', '.join(map(str, open_choices))} without finish_reason"
-                        if open_choices
-                        else "no completion chunk"
-                    )
-                    self._fail(
-                        TruncatedStream,
-                        f"stream ended without [DONE] after {self.decoder.events} events, {what}",
-                        None,
-                    )
-            if self.error is not None:
-                raise self.error
+                self.end()
+        if self.error is not None:
+            raise self.error
         return self.build(complete=True)
 
-    def _fail(
+    def fail(
         self, cls: type[StreamError], message: str, ev: Event | None, upstream_error: Any = None
     ) -> None:
+        if self.error is not None:
+            return
         self.error = cls(
             message,
             event_number=ev.number if ev else None,
@@ -148,130 +317,158 @@ class StreamAggregator(ABC):
             upstream_error=upstream_error,
         )
 
+    def fail_upstream(self, ev: Event, obj: Any, error: Any, what: str = "upstream sent an error") -> None:
+        self.fail(UpstreamErrorEvent, f"{what}: {error_text(error, ev.data)}", ev, error)
+
     def _partial(self) -> dict[str, Any] | None:
         if not self.chunks:
             return None
         try:
             return self.build(complete=False)
-        except (TypeError, AttributeError, ValueError):
+        except (TypeError, AttributeError, ValueError, KeyError):
             return None
 
-    def _merge_top(self, chunk: dict[str, Any]) -> None:
-        if chunk.keys() == self._settled_keys:
-            # the same top-level keys as before, identity fields already known: only the
-            # other fields (usage, provider extras) need a look
-            for key in self._extra_keys:
-                self._merge_top_field(key, chunk[key])
-            return
-        for key, value in chunk.items():
-            if key not in CHUNK_ONLY_FIELDS:
-                self._merge_top_field(key, value)
-        top = self._top
-        if all(top.get(k) not in (None, "", 0) for k in chunk.keys() & IDENTITY_FIELDS):
-            self._settled_keys = set(chunk.keys())
-            self._extra_keys = [k for k in chunk if k not in CHUNK_ONLY_FIELDS and k not in IDENTITY_FIELDS]
-
-    def _merge_top_field(self, key: str, value: Any) -> None:
-        top = self._top
-        if key in IDENTITY_FIELDS:
-            if top.get(key) in (None, "", 0):  # Azure filter chunks: "", 0
-                top[key] = value
-        elif isinstance(value, dict) and key != "usage" and isinstance(top.get(key), dict):
-            # provider extras spread over chunks (Groq's x_groq: seed first, usage last)
-            top[key] = {**top[key], **value}
-        elif value is not None or key not in top:
-            top[key] = value
-
-    def build_top(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        top = self._top
-        out: dict[str, Any] = {}
-        for key in ("id",):
-            if key in top:
-                out[key] = top[key]
-        out["object"] = self.object_name
-        for key in ("created", "model"):
-            if key in top:
-                out[key] = top[key]
-        out["choices"] = choices
-        for key, value in top.items():
-            if key not in out:
-                out[key] = value
-        return out
-
-    # -- the dialect's part -----------------------------------------------------------------
-    @abstractmethod
-    def add_chunk(self, chunk: dict[str, Any], ev: Event) -> None:
-        """Merge one parsed chunk (top-level fields are merged already)."""
+    # -- the dialect's part -------------------------------------------------------------------
+    def before_json(self, ev: Event) -> bool:
+        """An event that is not a JSON object by design (e.g. ``[DONE]``), or a named error
+        event: handle it and return True. Default: none."""
+        return False
 
     @abstractmethod
-    def unfinished(self) -> list[int]:
-        """Indexes of choices that have not received a finish_reason."""
+    def add(self, obj: dict[str, Any], ev: Event) -> None:
+        """Merge one parsed event payload (may call ``fail``)."""
+
+    @abstractmethod
+    def end(self) -> None:
+        """The stream ended cleanly (at least one event): ``fail`` when it ended incomplete."""
 
     @abstractmethod
     def build(self, complete: bool) -> dict[str, Any]:
         """The non-stream response from everything merged so far."""
 
-    @abstractmethod
     def generated_pieces(self) -> int:
-        """How many chunks carried generated tokens (text, reasoning, tool calls): what a stream
-        tells of ``completion_tokens`` when it carries no usage (one token per chunk is how
-        llama.cpp, llama-cpp-python and vLLM stream by default)."""
-
-
-# -- usage a stream did not carry -----------------------------------------------------------------
-
-FILL_USAGE = ("estimate", "zeros", "off")  # "off": rule key `fill_usage: false`
-CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text (OpenAI's tokenizer guide)
-
-
-def filled_usage(method: str, generated: int, request: Any) -> dict[str, int] | None:
-    """A ``usage`` object for a non-stream answer built from a stream that carried none.
-
-    ``estimate``: ``completion_tokens`` is the number of chunks that carried generated tokens,
-    ``prompt_tokens`` the characters of the request's messages/prompt and tools divided by
-    ``CHARS_PER_TOKEN`` (rounded up); ``zeros``: every count 0; ``off``: ``None`` (no usage)."""
-    if method == "off":
-        return None
-    if method == "zeros":
-        prompt = completion = 0
-    else:
-        completion = generated
-        prompt = -(-_prompt_chars(request) // CHARS_PER_TOKEN)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _prompt_chars(request: Any) -> int:
-    if not isinstance(request, dict):
+        """How many events carried generated tokens (text, reasoning, tool calls): what a stream
+        tells of the completion's token count when it carries no usage."""
         return 0
-    total = 0
-    for key in ("messages", "prompt", "tools", "functions"):
-        value = request.get(key)
-        if isinstance(value, str):
-            total += len(value)
-        elif value is not None:
-            total += len(_text_of(value))
-    return total
 
 
-def _text_of(value: Any) -> str:
-    """The text a prompt template would put in front of the model: message contents and tool
-    definitions as JSON (keys included), roles left out."""
-    if isinstance(value, list):
-        return "".join(_text_of(v) for v in value)
-    if isinstance(value, dict):
-        if "role" in value:
-            return "".join(_text_of(v) for k, v in value.items() if k != "role")
-        if value.get("type") == "text" and isinstance(value.get("text"), str):
-            return str(value["text"])
-        return encode_json(value)
-    return value if isinstance(value, str) else ""
+# -- conformance ----------------------------------------------------------------------------------
 
+FRAMING_CODES: dict[str, tuple[Severity, str]] = {
+    "not-sse": ("error", "the body holds no SSE data event"),
+    "unterminated-event": ("warning", "the last event has no terminating blank line"),
+    "empty-event": ("warning", "a data event with an empty payload"),
+    "malformed-json": ("error", "a data payload that is not JSON"),
+    "not-an-object": ("error", "a data payload that is JSON but not an object"),
+    "upstream-error": ("error", "an error event or an error payload in the stream"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    event: int | None  # 1-based number of the event; None: the stream as a whole
+    message: str
+    severity: Severity = "error"
+
+    def line(self) -> str:
+        where = f"event {self.event}" if self.event is not None else "stream"
+        return f"{where}: {self.severity} {self.code}: {self.message}"
+
+
+@dataclass
+class Report:
+    api: str
+    events: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        """One line: ``12 events: 2 errors, 1 warning (truncated, tool-call-repeated-id ×3)``."""
+        if not self.findings:
+            return f"{self.events} events: conforms"
+        counts: dict[str, int] = {}
+        for f in self.findings:
+            counts[f.code] = counts.get(f.code, 0) + 1
+        codes = ", ".join(f"{c} ×{n}" if n > 1 else c for c, n in counts.items())
+        e, w = len(self.errors), len(self.warnings)
+        return f"{self.events} events: {e} error{'s' * (e != 1)}, {w} warning{'s' * (w != 1)} ({codes})"
+
+
+class Checker(ABC):
+    """Conformance of one stream, event by event. The framing-level findings (``FRAMING_CODES``)
+    are found here; a dialect adds its own in ``before_json``, ``on_object`` and ``end``."""
+
+    codes: ClassVar[dict[str, tuple[Severity, str]]] = FRAMING_CODES
+
+    def __init__(self, api: str) -> None:
+        self.report = Report(api)
+        self.errored = False  # an error event or payload was seen
+
+    def add(self, code: str, event: int | None, message: str) -> None:
+        self.report.findings.append(Finding(code, event, message, self.codes[code][0]))
+
+    def event(self, num: int, name: str, data: str) -> None:
+        if self.before_json(num, name, data):
+            return
+        if name == "error":
+            self.errored = True
+            self.add("upstream-error", num, f"event: error: {clip(data)}")
+            return
+        if not data.strip():
+            self.add("empty-event", num, "data line with nothing after it")
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            msg = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            self.add("malformed-json", num, f"{msg}: {clip(data)}")
+            return
+        if not isinstance(obj, dict):
+            self.add("not-an-object", num, f"a JSON {type(obj).__name__}: {clip(data)}")
+            return
+        self.on_object(num, name, obj)
+
+    def finish(self, total_events: int, problems: list[str]) -> Report:
+        rep = self.report
+        rep.events = total_events
+        if total_events == 0:
+            self.add("not-sse", None, "no data events")
+        else:
+            self.end()
+        if problems:
+            self.add("unterminated-event", total_events, problems[0])
+        return rep
+
+    def before_json(self, num: int, name: str, data: str) -> bool:
+        return False
+
+    @abstractmethod
+    def on_object(self, num: int, name: str, obj: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def end(self) -> None:
+        """The stream's end: findings about what never came."""
+
+
+# -- helpers --------------------------------------------------------------------------------------
 
 _scan_once = json.JSONDecoder().scan_once
 
 
-def _loads(text: str) -> Any:
-    """``json.loads`` without its per-call regex work (a chunk is parsed per event); anything
+def loads(text: str) -> Any:
+    """``json.loads`` without its per-call regex work (a payload is parsed per event); anything
     unusual (leading space, an error) goes through ``json.loads`` for the exact message."""
     try:
         obj, end = _scan_once(text, 0)
@@ -282,15 +479,29 @@ def _loads(text: str) -> Any:
     return obj
 
 
-def _try_json(data: str) -> Any:
+def try_json(data: str) -> Any:
     try:
         return json.loads(data)
     except ValueError:
         return None
 
 
-def _error_text(obj: Any, raw: str) -> str:
-    err = obj.get("error", obj) if isinstance(obj, dict) else None
+def snippet(data: str | bytes, limit: int = 80) -> str:
+    """A short, terminal-safe quote of some input (control and non-ASCII characters escaped)."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return ascii(text[:limit] + ("…" if len(text) > limit else ""))
+
+
+def clip(value: object, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_text(err: Any, raw: str) -> str:
+    """The message of an error object (``{"message", "code"|"type"}``), or a snippet of the raw
+    event when it has none."""
+    if isinstance(err, dict) and isinstance(err.get("error"), dict | str):
+        err = err["error"]
     if isinstance(err, dict):
         msg = err.get("message") or err.get("msg") or err.get("detail")
         if msg:
@@ -298,23 +509,7 @@ def _error_text(obj: Any, raw: str) -> str:
             return f"{msg} ({code})" if code else str(msg)
     if isinstance(err, str) and err:
         return err
-    return _snippet(raw, 200)
-
-
-def merge_logprobs(state: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any]:
-    """Append each list of ``incoming`` to ``state``; other values: the last non-null wins."""
-    if state is None:
-        state = {}
-    for key, value in incoming.items():
-        if isinstance(value, list):
-            cur = state.get(key)
-            if isinstance(cur, list):
-                cur.extend(value)
-            else:
-                state[key] = list(value)
-        elif value is not None or key not in state:
-            state[key] = value
-    return state
+    return snippet(raw, 200)
 
 
 def split_text(text: str, chunk_chars: int) -> list[str]:
@@ -325,82 +520,35 @@ def split_text(text: str, chunk_chars: int) -> list[str]:
     return [text[i : i + chunk_chars] for i in range(0, len(text), chunk_chars)]
 
 
-def pieces_with_tokens(text: str, tokens: list[str] | None, chunk_chars: int) -> list[tuple[str, int, int]]:
-    """Split ``text`` into streamed pieces, each with the range of logprob tokens it carries.
-
-    When the tokens spell the text exactly, each piece is one token (as a real stream sends it).
-    Otherwise the text is cut every ``chunk_chars`` characters and each token goes to the piece
-    where it starts; tokens past the end of the text go to the last piece.
-    """
-    if tokens and "".join(tokens) == text:
-        out: list[tuple[str, int, int]] = []
-        for i, tok in enumerate(tokens):
-            if tok == "" and out:
-                txt, a, _ = out[-1]
-                out[-1] = (txt, a, i + 1)
-            else:
-                out.append((tok, i, i + 1))
-        return out
-    parts = split_text(text, chunk_chars)
-    if not tokens:
-        return [(p, 0, 0) for p in parts]
-    ranges: list[tuple[str, int, int]] = []
-    tok_i = 0
-    pos = 0
-    start_of_tok = 0
-    for n, part in enumerate(parts):
-        end = pos + len(part)
-        first = tok_i
-        last_piece = n == len(parts) - 1
-        while tok_i < len(tokens) and (last_piece or start_of_tok < end):
-            start_of_tok += len(tokens[tok_i])
-            tok_i += 1
-        ranges.append((part, first, tok_i))
-        pos = end
-    return ranges
+def json_event(obj: object, event: str = "message") -> Event:
+    return Event(data=encode_json(obj), event=event)
 
 
-def dumps(obj: Any) -> str:
-    """JSON for arguments that an upstream sent parsed instead of as a string."""
-    return encode_json(obj)
+# -- usage a stream did not carry -----------------------------------------------------------------
 
 
-def chunk_base(resp: dict[str, Any], object_name: str) -> dict[str, Any]:
-    """The fields every synthesized chunk repeats: id, object, created, model, fingerprint."""
-    base: dict[str, Any] = {}
-    if "id" in resp:
-        base["id"] = resp["id"]
-    base["object"] = object_name
-    for key in ("created", "model", "system_fingerprint", "service_tier"):
-        if key in resp:
-            base[key] = resp[key]
-    return base
+def prompt_chars(request: Any, keys: tuple[str, ...]) -> int:
+    """Characters of the prompt a request sends: the text of ``keys`` (messages, prompt, tools…)
+    as a chat template would put it before the model (message contents, tool definitions as
+    JSON; roles left out)."""
+    if not isinstance(request, dict):
+        return 0
+    return sum(len(_text_of(request.get(key))) for key in keys)
 
 
-def stream_chunks(
-    resp: dict[str, Any],
-    object_name: str,
-    choice_chunks: Callable[[dict[str, Any]], Iterable[dict[str, Any]]],
-    include_usage: bool,
-) -> Iterator[dict[str, Any]]:
-    """Chunk payloads for ``resp``: each choice's chunks (from ``choice_chunks``) in turn, then a
-    ``choices: []`` usage chunk when the client asked for ``include_usage``. Top-level fields
-    that are not repeated on every chunk (e.g. llama.cpp's ``timings``) ride on the last chunk."""
-    base = chunk_base(resp, object_name)
-    extras = {k: v for k, v in resp.items() if k not in base and k not in ("object", "choices", "usage")}
-    pending: dict[str, Any] | None = None  # the last chunk is held back to carry the extras
-    for choice in resp["choices"]:
-        for c in choice_chunks(choice):
-            if pending is not None:
-                yield pending
-            pending = {**base, "choices": [c]}
-    if include_usage and "usage" in resp:
-        if pending is not None:
-            yield pending
-        pending = {**base, "choices": [], "usage": resp["usage"]}
-    if extras:
-        if pending is None:
-            pending = {**base, "choices": []}
-        pending.update(extras)
-    if pending is not None:
-        yield pending
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(_text_of(v) for v in value)
+    if isinstance(value, dict):
+        if "role" in value:
+            return "".join(_text_of(v) for k, v in value.items() if k != "role")
+        if value.get("type") == "text" and isinstance(value.get("text"), str):
+            return str(value["text"])
+        return encode_json(value)
+    return ""
+
+
+def estimate_tokens(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)

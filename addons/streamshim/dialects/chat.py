@@ -2,8 +2,9 @@
 ``chat.completion``.
 
 ``Aggregator`` merges chunks into the response the upstream would have sent without streaming
-(tool calls are merged in ``_Choice.merge_tool_calls``); ``synthesize_chunks`` does the reverse.
-For any valid completion ``x``: ``aggregate(synthesize(x, include_usage=True)) == x``.
+(tool calls are merged in ``_Choice.merge_tool_calls``); ``Chat.synthesize`` does the reverse
+(``_choice_chunks``, ``_tool_call_deltas``).
+For any valid completion ``x``: ``aggregate(synthesize(x, usage=True)) == x``.
 """
 
 from __future__ import annotations
@@ -12,29 +13,23 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BadResponse
-from ..sse import Event
-from .base import (
-    DEFAULT_CHUNK_CHARS,
-    StreamAggregator,
-    dumps,
+from ..framing import Event, encode_json
+from .base import DEFAULT_CHUNK_CHARS, Asked, Output, ToolCall, split_text
+from .openai import (
+    ChoicesAggregator,
+    OpenAIDialect,
+    chunk_events,
     merge_logprobs,
     pieces_with_tokens,
-    split_text,
-    stream_chunks,
 )
-
-NAME = "chat"
-OBJECT = "chat.completion"
-CHUNK_OBJECT = "chat.completion.chunk"
-PATH_SUFFIX = "/chat/completions"
 
 # Message fields streamed as text pieces, in the order a synthesized stream sends them.
 STREAMED_TEXT = ("reasoning_content", "reasoning", "content", "refusal")
-# Logprobs arrays and the message field whose tokens they describe.
-LOGPROB_TEXT = {"content": "content", "refusal": "refusal"}
 # Delta fields that carry generated tokens (a delta with one of them counts towards the estimate
 # of completion_tokens when the upstream sent no usage).
 GENERATED = (*STREAMED_TEXT, "tool_calls", "function_call", "audio")
+# Logprobs arrays and the message field whose tokens they describe.
+LOGPROB_TEXT = {"content": "content", "refusal": "refusal"}
 _CHOICE_KNOWN = frozenset({"index", "delta", "message", "logprobs", "finish_reason"})
 
 
@@ -64,7 +59,7 @@ class _ToolCall:
                         if isinstance(fvalue, str):
                             self.args.append(fvalue)
                         elif fvalue is not None:  # some servers send parsed arguments
-                            self.args.append(dumps(fvalue))
+                            self.args.append(encode_json(fvalue))
                     elif fvalue not in (None, "") and self.function.get(fkey) in (None, ""):
                         # name (and anything else) is taken once: llama-cpp-python repeats it in
                         # every delta, and concatenating would give "weatherweather…"
@@ -131,7 +126,7 @@ class _Choice:
         self.extra: dict[str, Any] = {}
         self.generated = 0  # deltas that carried generated text, tool calls or audio
 
-    def merge_choice(self, choice: dict[str, Any]) -> None:
+    def merge(self, choice: dict[str, Any]) -> None:
         for key, value in choice.items():
             if key == "delta":
                 if value:
@@ -277,37 +272,8 @@ class _Choice:
         return choice
 
 
-class Aggregator(StreamAggregator):
-    object_name = OBJECT
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.choices: dict[int, _Choice] = {}
-
-    def add_chunk(self, chunk: dict[str, Any], ev: Event) -> None:
-        choices = chunk.get("choices")
-        if not choices:
-            return
-        for choice in choices:
-            if not isinstance(choice, dict):
-                continue
-            index = choice.get("index", 0)
-            if not isinstance(index, int):
-                index = 0
-            state = self.choices.get(index)
-            if state is None:
-                state = self.choices[index] = _Choice(index)
-            state.merge_choice(choice)
-
-    def unfinished(self) -> list[int]:
-        return [i for i, c in sorted(self.choices.items()) if c.finish_reason is None]
-
-    def generated_pieces(self) -> int:
-        return sum(c.generated for c in self.choices.values())
-
-    def build(self, complete: bool) -> dict[str, Any]:
-        choices = [self.choices[i].build(complete) for i in sorted(self.choices)]
-        return self.build_top(choices)
+class Aggregator(ChoicesAggregator):
+    choice_class = _Choice
 
 
 def promote_tool_calls(resp: dict[str, Any]) -> int:
@@ -376,14 +342,6 @@ def check_response(resp: Any) -> list[dict[str, Any]]:
         if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
             raise BadResponse(f"choices[{i}] has no 'message' object: not a chat.completion")
     return choices
-
-
-def synthesize_chunks(
-    resp: dict[str, Any], *, include_usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
-) -> Iterator[dict[str, Any]]:
-    """The ``chat.completion.chunk`` payloads (without ``[DONE]``) that stream ``resp``."""
-    check_response(resp)
-    return stream_chunks(resp, CHUNK_OBJECT, lambda c: _choice_chunks(c, chunk_chars), include_usage)
 
 
 def _choice_chunks(choice: dict[str, Any], chunk_chars: int) -> Iterator[dict[str, Any]]:
@@ -488,7 +446,7 @@ def _tool_call_deltas(pos: int, call: Any, chunk_chars: int) -> Iterator[dict[st
         if "arguments" in fn:
             args = fn["arguments"]
             if not isinstance(args, str):
-                args = dumps(args)
+                args = encode_json(args)
             head["arguments"] = ""
             rest = [p for p in split_text(args, chunk_chars) if p]
         first["function"] = head
@@ -497,3 +455,54 @@ def _tool_call_deltas(pos: int, call: Any, chunk_chars: int) -> Iterator[dict[st
     yield first
     for piece in rest:
         yield {"index": pos, "function": {"arguments": piece}}
+
+
+# -- the dialect ----------------------------------------------------------------------------------
+
+
+class Chat(OpenAIDialect):
+    """OpenAI chat completions: ``chat.completion.chunk`` streams ⇄ one ``chat.completion``."""
+
+    name = "chat"
+    title = "OpenAI chat completions"
+    path_suffixes = ("/chat/completions",)
+    object_name = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    prompt_keys = ("messages", "tools", "functions")
+
+    def is_choice(self, choice: dict[str, Any]) -> bool:
+        return "delta" in choice or "message" in choice
+
+    def aggregator(self, asked: Asked | None = None) -> Aggregator:
+        return Aggregator(self, asked)
+
+    def synthesize(
+        self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
+    ) -> Iterator[Event]:
+        check_response(response)
+        chunks = self.stream_chunks(response, lambda c: _choice_chunks(c, chunk_chars), usage)
+        return chunk_events(chunks)
+
+    def choice_output(self, choice: dict[str, Any]) -> Output:
+        m = choice.get("message")
+        m = m if isinstance(m, dict) else {}
+        parts: list[tuple[str, str, Any]] = [("text", "content", m.get("content", choice.get("text")))]
+        for key in ("reasoning_content", "reasoning", "refusal"):
+            if m.get(key):
+                parts.append(("refusal" if key == "refusal" else "reasoning", key, m[key]))
+        out = Output(0, parts, finish=choice.get("finish_reason"))
+        for tc in m.get("tool_calls") or []:
+            if isinstance(tc, dict):
+                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                kind = tc.get("type") if tc.get("type") not in (None, "function") else None
+                out.tool_calls.append(ToolCall(fn.get("name"), fn.get("arguments"), tc.get("id"), kind))
+        fc = m.get("function_call")
+        if isinstance(fc, dict):
+            out.legacy_call = ToolCall(fc.get("name"), fc.get("arguments"))
+        return out
+
+    def promote_tool_calls(self, response: dict[str, Any]) -> int:
+        return promote_tool_calls(response)
+
+
+DIALECT = Chat()

@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BadResponse
-from ..sse import Event
-from .base import DEFAULT_CHUNK_CHARS, StreamAggregator, merge_logprobs, pieces_with_tokens, stream_chunks
+from ..framing import Event
+from .base import DEFAULT_CHUNK_CHARS, Asked, Output
+from .openai import (
+    ChoicesAggregator,
+    OpenAIDialect,
+    chunk_events,
+    merge_logprobs,
+    pieces_with_tokens,
+)
 
-NAME = "completions"
-OBJECT = "text_completion"
-CHUNK_OBJECT = "text_completion"  # legacy streams reuse the non-stream object name
-PATH_SUFFIX = "/completions"
 _CHOICE_KNOWN = frozenset({"text", "index", "logprobs", "finish_reason"})
 
 
@@ -70,33 +73,8 @@ class _Choice:
         return out
 
 
-class Aggregator(StreamAggregator):
-    object_name = OBJECT
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.choices: dict[int, _Choice] = {}
-
-    def add_chunk(self, chunk: dict[str, Any], ev: Event) -> None:
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            index = choice.get("index", 0)
-            if not isinstance(index, int):
-                index = 0
-            state = self.choices.get(index)
-            if state is None:
-                state = self.choices[index] = _Choice(index)
-            state.merge(choice)
-
-    def unfinished(self) -> list[int]:
-        return [i for i, c in sorted(self.choices.items()) if c.finish_reason is None]
-
-    def generated_pieces(self) -> int:
-        return sum(c.generated for c in self.choices.values())
-
-    def build(self, complete: bool) -> dict[str, Any]:
-        return self.build_top([self.choices[i].build(complete) for i in sorted(self.choices)])
+class Aggregator(ChoicesAggregator):
+    choice_class = _Choice
 
 
 def check_response(resp: Any) -> list[dict[str, Any]]:
@@ -109,14 +87,6 @@ def check_response(resp: Any) -> list[dict[str, Any]]:
         if not isinstance(choice, dict) or "text" not in choice:
             raise BadResponse(f"choices[{i}] has no 'text': not a text_completion")
     return choices
-
-
-def synthesize_chunks(
-    resp: dict[str, Any], *, include_usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
-) -> Iterator[dict[str, Any]]:
-    """The ``text_completion`` chunk payloads (without ``[DONE]``) that stream ``resp``."""
-    check_response(resp)
-    return stream_chunks(resp, CHUNK_OBJECT, lambda c: _choice_chunks(c, chunk_chars), include_usage)
 
 
 def _choice_chunks(choice: dict[str, Any], chunk_chars: int) -> Iterator[dict[str, Any]]:
@@ -155,3 +125,36 @@ def _choice_chunks(choice: dict[str, Any], chunk_chars: int) -> Iterator[dict[st
         if key not in _CHOICE_KNOWN:
             final[key] = value
     yield final
+
+
+# -- the dialect ----------------------------------------------------------------------------------
+
+
+class Completions(OpenAIDialect):
+    """OpenAI legacy completions: ``text_completion`` streams ⇄ one ``text_completion`` body."""
+
+    name = "completions"
+    title = "OpenAI legacy completions"
+    path_suffixes = ("/completions",)
+    object_name = "text_completion"
+    chunk_object = "text_completion"  # legacy streams reuse the non-stream object name
+    prompt_keys = ("prompt", "suffix")
+
+    def is_choice(self, choice: dict[str, Any]) -> bool:
+        return "text" in choice and "delta" not in choice and "message" not in choice
+
+    def aggregator(self, asked: Asked | None = None) -> Aggregator:
+        return Aggregator(self, asked)
+
+    def synthesize(
+        self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
+    ) -> Iterator[Event]:
+        check_response(response)
+        chunks = self.stream_chunks(response, lambda c: _choice_chunks(c, chunk_chars), usage)
+        return chunk_events(chunks)
+
+    def choice_output(self, choice: dict[str, Any]) -> Output:
+        return Output(0, [("text", "text", choice.get("text"))], finish=choice.get("finish_reason"))
+
+
+DIALECT = Completions()

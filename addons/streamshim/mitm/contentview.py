@@ -1,7 +1,7 @@
 """The "LLM stream" content view for mitmproxy, mitmweb and mitmdump, on both mitmproxy lines.
 
-It renders an SSE body of a chat/completions (or legacy completions) response as the message the
-client assembles from it (``view.render_lines``), and is chosen automatically for such bodies.
+It renders a stream body of any registered API dialect as the message the client assembles from
+it (``view.render_lines``), and is chosen automatically for such bodies.
 
 - mitmproxy 11: a ``contentviews.View`` (``__call__`` returns a title and lines of
   ``(style, text)``), added with ``contentviews.add`` and taken out with ``contentviews.remove``.
@@ -9,7 +9,7 @@ client assembles from it (``view.render_lines``), and is chosen automatically fo
   ``contentviews.add``. 12 has no public way to take a view out again (``contentviews.remove`` is a
   deprecated no-op), so ``unregister`` drops it from the registry's name table itself.
 
-``StreamShim.load`` calls ``register()`` and ``StreamShim.done`` ``unregister(handle)``.
+The ``LLMView`` addon below registers it in ``load`` and takes it out in ``done``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any
 from mitmproxy import contentviews, http
 from mitmproxy import flow as mflow
 
-from . import dialects, view
+from .. import dialects, view
+from .flowtools import STREAM_TYPES
+from .state import META
 
 NAME = view.TITLE
 PRIORITY = 2.0  # above every built-in view (JSON claims 1 for application/json, Raw 0.1)
-SSE_TYPE = "text/event-stream"
 
 # the core's styles → mitmproxy 11's contentview styles (console palette and mitmweb CSS)
 STYLES_11 = {
@@ -39,11 +40,11 @@ IS_12 = hasattr(contentviews, "Contentview")  # mitmproxy ≥ 12
 
 
 def priority(data: bytes, content_type: str | None, flow: mflow.Flow | None) -> float:
-    """``PRIORITY`` for an event-stream body of a completions endpoint (by its request path, or,
-    without one, by its first chunk), 0 otherwise."""
+    """``PRIORITY`` for a stream body of a dialect's endpoint (by its request path, or, without
+    one, by its first telling event), 0 otherwise."""
     if not data:
         return 0
-    if content_type is not None and content_type.split(";", 1)[0].strip().lower() != SSE_TYPE:
+    if content_type is not None and content_type.split(";", 1)[0].strip().lower() not in STREAM_TYPES:
         return 0
     if content_type is not None and _path_api(flow) is not None:
         return PRIORITY
@@ -51,10 +52,14 @@ def priority(data: bytes, content_type: str | None, flow: mflow.Flow | None) -> 
 
 
 def _path_api(flow: mflow.Flow | None) -> str | None:
+    """The flow's dialect: the one streamshim decided (its state), else the request path's."""
     if isinstance(flow, http.HTTPFlow):
-        mod = dialects.for_path(flow.request.path)
-        if mod is not None:
-            return str(mod.NAME)
+        state = flow.metadata.get(META)
+        if isinstance(state, dict) and isinstance(state.get("api"), str) and state["api"] in dialects.BY_NAME:
+            return str(state["api"])
+        found = dialects.for_path(flow.request.path)
+        if found is not None:
+            return found.name
     return None
 
 
@@ -139,3 +144,18 @@ def unregister(handle: object) -> None:
         return
     if handle in contentviews.views:
         contentviews.remove(handle)
+
+
+class LLMView:
+    """Addon: the "LLM stream" content view, registered while the addon is loaded."""
+
+    def __init__(self) -> None:
+        self._handle: object | None = None
+
+    def load(self, loader: Any) -> None:
+        self._handle = register()
+
+    def done(self) -> None:
+        if self._handle is not None:
+            unregister(self._handle)
+            self._handle = None

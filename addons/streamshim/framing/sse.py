@@ -1,4 +1,4 @@
-"""Server-sent events: an incremental, spec-following decoder and the OpenAI-style encoder.
+"""Server-sent events: an incremental, spec-following decoder and the encoder. Knows no API.
 
 Sans-IO: ``SSEDecoder.feed(bytes)`` returns the events completed by those bytes, ``close()``
 returns the last one. The decoder follows the WHATWG "event stream interpretation" algorithm:
@@ -10,30 +10,13 @@ without its blank line) is reported in ``SSEDecoder.problems``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-__all__ = ["DONE", "Event", "SSEDecoder", "encode_data", "encode_event", "encode_json", "sniff"]
+from .events import Event
 
-DONE = "[DONE]"
-DONE_BYTES = b"data: [DONE]\n\n"
+__all__ = ["SSEDecoder", "encode_event", "encode_events"]
+
 _BOM = b"\xef\xbb\xbf"
-
-
-@dataclass(slots=True)
-class Event:
-    """One dispatched event. ``number`` counts from 1; ``offset`` is the byte where it began."""
-
-    data: str
-    event: str = "message"
-    id: str | None = None
-    retry: int | None = None
-    number: int = 0
-    offset: int = 0
-
-    def where(self) -> str:
-        return f"event {self.number} (byte {self.offset})"
 
 
 class SSEDecoder:
@@ -212,21 +195,9 @@ class SSEDecoder:
         return ev
 
 
-def sniff(body: bytes) -> str:
-    """What a body is, from its first bytes, whatever its label: ``"sse"``, ``"json"``,
-    ``"empty"`` or ``"other"``."""
-    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head:
-        return "empty"
-    if head.startswith((b"{", b"[")):
-        return "json"
-    if head.startswith((b"data:", b":", b"event:", b"id:", b"retry:")):
-        return "sse"
-    return "other"
-
-
 def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:
-    """One event in OpenAI framing: optional ``event:``/``id:`` lines, ``data: …``, blank line."""
+    """One event: optional ``event:``/``id:`` lines, ``data: …`` (one per line of ``data``), a blank
+    line. The default event type (``message``) is not written."""
     head = ""
     if event is not None and event != "message":
         head += f"event: {event}\n"
@@ -236,14 +207,6 @@ def encode_event(data: str, event: str | None = None, id: str | None = None) -> 
     return (head + body + "\n").encode("utf-8")
 
 
-def encode_json(obj: object) -> str:
-    """Compact JSON as OpenAI writes it in ``data:`` lines (non-ASCII kept as UTF-8)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_data(objs: Iterable[object], done: bool = True) -> bytes:
-    """Encode JSON payloads as ``data: …\\n\\n`` events, followed by ``data: [DONE]``."""
-    parts = [b"data: " + encode_json(o).encode("utf-8") + b"\n\n" for o in objs]
-    if done:
-        parts.append(DONE_BYTES)
-    return b"".join(parts)
+def encode_events(events: Iterable[Event]) -> bytes:
+    """Encode events one after another (``event:`` lines for named ones)."""
+    return b"".join(encode_event(ev.data, ev.event, ev.id) for ev in events)

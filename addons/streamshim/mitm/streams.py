@@ -1,0 +1,178 @@
+"""The stream callables (``flow.response.stream``) of the mitmproxy layer, as objects: mitmproxy
+calls one with each chunk of the upstream's body as it arrives, then with ``b""``; it returns
+what to send the client now (``[]``, never ``b""``, mid-stream). ``finish(error)`` ends it: from
+its own last call, or from the ``error`` hook when the client or the upstream went away.
+
+- ``LiveStream``: passthrough, live (``passthrough.Passthrough``): the upstream's bytes, watched,
+  optionally with the injected usage taken out and the content-encoding undone.
+- ``KeepaliveAggregate``: a JSON client of a streamed upstream with ``keepalive``: a space per
+  upstream chunk while aggregating, the JSON (or an error body) at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mitmproxy import http
+
+from ..dialects.base import Aggregator, Dialect
+from ..errors import StreamError
+from ..framing.encoding import StreamDecoder
+from ..passthrough import Passthrough
+from .flowtools import comment, json_bytes
+from .state import FlowState
+
+StreamCallable = Callable[[bytes], bytes | Iterable[bytes]]
+
+
+class LiveStream:
+    def __init__(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        dialect: Dialect,
+        drop_usage: bool,
+        on_end: Callable[[http.HTTPFlow], None],
+    ) -> None:
+        resp = flow.response
+        assert resp is not None
+        self.flow, self.state, self.resp = flow, state, resp
+        self.on_end = on_end
+        encoding = resp.headers.get("content-encoding", "").strip()
+        self.decode: StreamDecoder | None = None
+        if encoding:
+            try:
+                self.decode = StreamDecoder(encoding)
+                del resp.headers["content-encoding"]  # the client gets the decoded stream
+            except ValueError:  # unknown encoding: forward as is, without filtering
+                drop_usage = False
+        self.pt = Passthrough(dialect, drop_usage=drop_usage, asked=state.asked())
+        self.keep: list[bytes] = []  # what arrived (a list: no re-copying while the stream grows)
+        self.sent: list[bytes] = [] if (drop_usage or self.decode) else self.keep
+        self.ended = False
+
+    def __call__(self, data: bytes) -> bytes | Iterable[bytes]:
+        pt = self.pt
+        if data:
+            self.keep.append(data)
+            try:
+                plain = self.decode.feed(data) if self.decode else data
+            except ValueError as exc:  # corrupt compression mid-stream
+                pt.errors.append(f"cannot decode body: {exc}")
+                return []
+            out = pt.feed(plain)
+            if self.sent is not self.keep and out:
+                self.sent.append(out)
+            return out if out else []
+        tail = b""
+        if self.decode is not None:
+            try:
+                tail = pt.feed(self.decode.close())
+            except ValueError as exc:
+                pt.errors.append(f"cannot decode body: {exc}")
+        tail += pt.close()
+        if self.sent is not self.keep and tail:
+            self.sent.append(tail)
+        self.finish(None)
+        return tail if tail else []
+
+    def finish(self, error: str | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        pt, state, flow = self.pt, self.state, self.flow
+        pt.settle(lambda: b"".join(self.sent))
+        if self.sent is not self.keep:
+            state.upstream_response = b"".join(self.keep)
+        if self.resp.raw_content is None:
+            self.resp.content = b"".join(self.sent)  # visible in mitmweb and -w files on mitmproxy 11 too
+        text = f"SSE passthrough: {pt.events} events, {pt.bytes_in} B in, {pt.bytes_out} B out"
+        text += usage_note(state, pt) + "; "
+        if error is None:
+            comment(flow, state, text + pt.summary(), problem=not pt.complete())
+        elif pt.done:
+            comment(flow, state, text + f"connection closed after {pt.dialect.terminal_name} ({error})")
+        else:
+            state.error = error
+            comment(flow, state, text + f"broken: {error}", problem=True)
+        state.save(flow)
+        self.on_end(flow)
+
+
+def usage_note(state: FlowState, pt: Passthrough) -> str:
+    """What became of the usage streamshim asked the upstream for, for a stream client."""
+    if pt.usage_removed:
+        return f", injected usage removed from {pt.usage_removed} chunk(s)"
+    if state.injected_usage:
+        return ", no usage arrived although streamshim asked for it"
+    return ""
+
+
+class KeepaliveAggregate:
+    def __init__(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        dialect: Dialect,
+        finish_answer: Callable[[Aggregator, Any], tuple[str, str]],
+    ) -> None:
+        resp = flow.response
+        assert resp is not None
+        self.flow, self.state, self.resp, self.dialect = flow, state, resp, dialect
+        self.finish_answer = finish_answer  # fills usage, promotes; returns the comment's additions
+        self.agg = dialect.aggregator(state.asked())
+        self.decode_errors: list[str] = []
+        try:
+            self.decode: StreamDecoder | None = StreamDecoder(resp.headers.get("content-encoding", ""))
+        except ValueError as exc:
+            self.decode = None
+            self.decode_errors.append(str(exc))
+        self.keep = bytearray()
+        resp.headers["content-type"] = "application/json"
+        for h in ("content-length", "content-encoding"):
+            resp.headers.pop(h, None)
+
+    def __call__(self, data: bytes) -> bytes | Iterable[bytes]:
+        if data:
+            self.keep.extend(data)
+            try:
+                self.agg.feed(self.decode.feed(data) if self.decode else data)
+            except ValueError as exc:
+                self.decode_errors.append(f"cannot decode body: {exc}")
+            return b" "  # leading whitespace is valid JSON: keeps idle-timeout gateways happy
+        return self.finish(None)
+
+    def finish(self, error: str | None) -> bytes:
+        agg, state, flow = self.agg, self.state, self.flow
+        if self.decode is not None:
+            try:
+                agg.feed(self.decode.close())
+            except ValueError as exc:
+                self.decode_errors.append(f"cannot decode body: {exc}")
+        state.upstream_response = bytes(self.keep)
+        size = len(self.keep)
+        try:
+            if self.decode_errors:
+                raise StreamError(self.decode_errors[0], byte_offset=size)
+            result = agg.finish()
+            usage, promoted = self.finish_answer(agg, result)
+            body = json_bytes(result)
+            text = f"SSE→JSON (keepalive): {agg.chunks} chunks, {size} B → {len(body)} B{usage}{promoted}"
+            comment(flow, state, text, warning=bool(usage))
+        except StreamError as exc:
+            body = json_bytes(
+                self.dialect.error_body(
+                    exc.describe(), exc.kind, partial=exc.partial, upstream_error=exc.upstream_error
+                )
+            )
+            comment(
+                flow,
+                state,
+                f"SSE→JSON (keepalive): {exc.kind} at {exc.where()}: {exc.message}; "
+                "status was already 200, error sent in the body",
+                problem=True,
+            )
+        self.resp.content = body
+        state.save(flow)
+        return body

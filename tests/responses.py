@@ -1,0 +1,118 @@
+"""Generated valid non-stream responses of every registered dialect (hypothesis strategies):
+the contract test (test_contract.py) runs every dialect's properties over them. A new dialect
+adds its strategy to ``RESPONSES``; the contract test fails until it does."""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+from typing import Any
+
+from hypothesis import strategies as st
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_token = st.fixed_dictionaries(
+    {
+        "token": st.text(max_size=4),
+        "logprob": st.floats(-20, 0),
+        "bytes": st.one_of(st.none(), st.lists(st.integers(0, 255), max_size=4)),
+        "top_logprobs": st.just([]),
+    }
+)
+
+
+@st.composite
+def _tool_call(draw: st.DrawFn, json_arguments: bool = False) -> dict[str, Any]:
+    as_json = st.dictionaries(st.text(max_size=5), st.integers()).map(json.dumps)
+    args = draw(as_json if json_arguments else st.one_of(_text, as_json))
+    return {
+        "id": draw(st.text("abc_0123", min_size=1, max_size=10)),
+        "type": "function",
+        "function": {"name": draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True)), "arguments": args},
+    }
+
+
+@st.composite
+def _choice(draw: st.DrawFn, index: int, json_arguments: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(st.none(), _text))}
+    if draw(st.booleans()):
+        message[draw(st.sampled_from(["reasoning_content", "reasoning"]))] = draw(_text)
+    if draw(st.booleans()):
+        message["refusal"] = draw(st.one_of(st.none(), _text))
+    calls = draw(st.lists(_tool_call(json_arguments), max_size=3))
+    if calls:
+        message["tool_calls"] = calls
+    choice: dict[str, Any] = {"index": index, "message": message}
+    if draw(st.booleans()):
+        if draw(st.booleans()):
+            choice["logprobs"] = None
+        else:
+            content = message["content"] or ""
+            toks = draw(st.one_of(st.just(None), st.lists(_token, max_size=6)))
+            if toks is None and content:  # tokens that spell the content, as real servers send
+                cuts = sorted(draw(st.lists(st.integers(0, len(content)), max_size=5)))
+                bounds = [0, *cuts, len(content)]
+                toks = [
+                    {"token": content[a:b], "logprob": -1.0, "bytes": None, "top_logprobs": []}
+                    for a, b in pairwise(bounds)
+                ]
+            choice["logprobs"] = {"content": toks or [], "refusal": None}
+    choice["finish_reason"] = draw(st.sampled_from(["tool_calls" if calls else "stop", "length", "stop"]))
+    return choice
+
+
+@st.composite
+def chat_completions(draw: st.DrawFn, json_arguments: bool = False) -> dict[str, Any]:
+    """Chat completions; ``json_arguments``: tool-call arguments are JSON, as the API's contract
+    says (otherwise any text, which a round trip must keep too)."""
+    n = draw(st.integers(1, 3))
+    resp: dict[str, Any] = {
+        "id": draw(st.text(min_size=1, max_size=12)),
+        "object": "chat.completion",
+        "created": draw(st.integers(1, 2**31)),
+        "model": draw(st.text(min_size=1, max_size=12)),
+        "choices": [draw(_choice(i, json_arguments)) for i in range(n)],
+    }
+    if draw(st.booleans()):
+        resp["usage"] = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    if draw(st.booleans()):
+        resp["system_fingerprint"] = draw(st.one_of(st.none(), st.text(max_size=8)))
+    return resp
+
+
+_short_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@st.composite
+def text_completions(draw: st.DrawFn) -> dict[str, Any]:
+    choices = []
+    for i in range(draw(st.integers(1, 3))):
+        text = draw(_short_text)
+        c: dict[str, Any] = {"text": text, "index": i}
+        if draw(st.booleans()):
+            cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=4)))
+            bounds = [0, *cuts, len(text)]
+            toks = [text[a:b] for a, b in pairwise(bounds)]
+            if draw(st.booleans()):
+                toks = draw(st.lists(st.text(max_size=3), max_size=4))  # tokens that don't spell it
+            c["logprobs"] = {
+                "tokens": toks,
+                "token_logprobs": [-1.0] * len(toks),
+                "top_logprobs": [None] * len(toks),
+                "text_offset": list(range(len(toks))),
+            }
+        else:
+            c["logprobs"] = None
+        c["finish_reason"] = draw(st.sampled_from(["stop", "length"]))
+        choices.append(c)
+    resp = {"id": "cmpl-x", "object": "text_completion", "created": 1, "model": "m", "choices": choices}
+    if draw(st.booleans()):
+        resp["usage"] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    return resp
+
+
+# valid responses of each dialect, as its API's contract describes them
+RESPONSES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "chat": chat_completions(json_arguments=True),
+    "completions": text_completions(),
+}
