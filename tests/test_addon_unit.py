@@ -427,3 +427,39 @@ def test_empty_200_to_a_forced_stream_says_what_it_means(tmp_path: Path) -> None
         assert message.startswith("streamshim: upstream answered 200 with an empty body to the stream")
         assert "its non-stream path would have answered" in message and "upstream's log" in message
         assert "its non-stream path would have answered" in f.comment
+
+
+def test_a_rule_names_the_dialect_of_a_route_no_path_tells(tmp_path: Path) -> None:
+    """Rule key ``api``: a gateway's own route (here /gw/generate) is chat completions."""
+    rules = (
+        "rules:\n  - name: gw\n    host: '*'\n    path: '/gw/*'\n    api: chat\n    upstream: stream\n"
+        "  - name: rest\n    host: '*'\n    upstream: stream\n"
+    )
+    shim = StreamShim()
+    with taddons.context(shim) as tctx:
+        tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", rules)))
+        f = flow("up.example", {"model": "m", "messages": []}, path="/gw/generate")
+        shim.request(f)
+        assert f.request.json()["stream"] is True
+        assert f.metadata["streamshim"]["api"] == "chat" and f.metadata["streamshim"]["rule"] == "gw"
+        other = flow("up.example", {"model": "m", "messages": []}, path="/other/generate")
+        shim.request(other)  # no dialect's path, no rule naming one: not ours
+        assert "streamshim" not in other.metadata and "stream" not in other.request.json()
+
+
+def test_the_dialect_is_resolved_once_by_name_then_path_then_payload() -> None:
+    from streamshim import dialects
+
+    chat_body = b'data: {"object":"chat.completion.chunk","choices":[]}\n\n'
+    assert dialects.resolve("completions", path="/v1/chat/completions").name == "completions"
+    assert dialects.resolve(path="/v1/chat/completions", body=b"").name == "chat"
+    assert dialects.resolve(path="/v1/completions?x=1").name == "completions"
+    assert dialects.resolve(path="/v1/embeddings", body=chat_body) is None  # a path decides alone
+    assert dialects.resolve(body=chat_body).name == "chat"
+    assert (
+        dialects.resolve(payload={"object": "text_completion", "choices": [{"delta": {}}]}).name
+        == "completions"
+    )
+    assert dialects.resolve(body=b"nothing") is dialects.DEFAULT
+    with pytest.raises(ValueError, match="unknown API 'x'; known: chat, completions"):
+        dialects.resolve("x")
