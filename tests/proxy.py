@@ -81,13 +81,16 @@ class Mitmdump(LoggedProcess):
 
     name = "mitmdump"
 
-    def __init__(self, workdir: Path, listeners: dict[str, str], rules: str, *extra: str) -> None:
+    def __init__(
+        self, workdir: Path, listeners: dict[str, str], rules: str, *extra: str, save: bool = True
+    ) -> None:
         super().__init__(workdir)
         self.ports = dict(zip(listeners, free_ports(len(listeners)), strict=True))
         self.listeners = listeners
         self.rules_path = workdir / "rules.yaml"
         self.rules_path.write_text(rules.format(**self.ports))
         self.flows_path = workdir / "flows.mitm"
+        self.save = save  # -w flows.mitm
         self.extra = extra
 
     def url(self, label: str) -> str:
@@ -102,8 +105,7 @@ class Mitmdump(LoggedProcess):
             str(FLUSH_SAVES),
             "--listen-host",
             "127.0.0.1",
-            "-w",
-            str(self.flows_path),
+            *(["-w", str(self.flows_path)] if self.save else []),
             "--set",
             f"streamshim_rules={self.rules_path}",
             *self.extra,

@@ -467,3 +467,30 @@ def test_huge_client_body_is_rewritten_and_answered(shim: Mitmdump, fault: Fault
     assert r.status_code == 200 and sse_text(r.content) == TEXT
     sent = fault.last().json()
     assert sent["stream"] is False and sent["messages"][0]["content"] == text
+
+
+def test_plain_mitmdump_judges_passthrough_streams_after_the_end_was_sent(
+    fault: FaultUpstream, tmp_path: Path
+) -> None:
+    """Without -w, mitmweb or --flow-detail 3 nothing reads a streamed flow in its hook: it is
+    judged once mitmproxy has sent the client the end of the stream. Cut and failed streams are
+    still said, in the log (warning) as in the flow."""
+    rules = "rules:\n  - name: as-requested\n    upstream: as-requested\n"
+    m = Mitmdump(tmp_path, {"asis": fault.url}, rules, save=False).start()
+    try:
+        assert post(m, "asis", "sse", stream=True).content == encode_data(chat_chunks())
+        assert b"model overloaded" in post(m, "asis", "error-then-done", stream=True).content
+        post(m, "asis", "no-terminator", stream=True)
+        with pytest.raises(httpx.HTTPError):
+            post(m, "asis", "disconnect:2", stream=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and m.log().count("SSE passthrough") < 4:
+            time.sleep(0.05)
+    finally:
+        m.stop()
+    lines = [line for line in m.log().splitlines() if "SSE passthrough" in line]
+    assert len(lines) == 4, m.log()
+    assert "ended with [DONE]" in lines[0]
+    assert "upstream error at event 3" in lines[1] and "model overloaded" in lines[1]
+    assert "ended without [DONE]: truncated" in lines[2]
+    assert "broken:" in lines[3]
