@@ -3,10 +3,9 @@
 Two parts, so that the bytes of a stream that needs no rewriting are touched by nothing:
 
 - ``EventFilter``: for a stream that must be rewritten on the way (streamshim asked the upstream
-  for a usage record the client did not ask for; later, repairs). It re-frames the bytes into
-  whole events and forwards each as soon as its end arrives: the original bytes when the event
-  needs no change, the dialect's rewrite otherwise (``Dialect.strip_injected_usage``: an event
-  left with nothing else is dropped, one that carries more is forwarded without the usage).
+  for a usage record the client did not ask for, or the rule asks for ``repair``). It re-frames
+  the bytes into whole events and forwards each as soon as its end arrives: the original bytes
+  when the event needs no change, the dialect's ``Repairer``'s rewrite otherwise.
 - ``judge(body)``: what a passthrough stream was, from its whole body, once, after its last byte
   has left (the mitmproxy layer calls it from the ``response``/``error`` hooks, off the client's
   path): how many events, whether it ended with the dialect's terminal record (looked for in the
@@ -19,69 +18,45 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .dialects.base import Asked, Dialect, loads
+from .dialects.base import Asked, Dialect, Repairer
 from .errors import StreamError
-from .framing import encode_json
 
 __all__ = ["EventFilter", "Judgement", "ended_with_terminal", "error_records", "judge"]
 
 
 class EventFilter:
-    """Forward a stream event by event, rewriting only the events the dialect rewrites."""
+    """Forward a stream event by event through the dialect's ``Repairer``: each event leaves as
+    soon as its end arrives, as its original bytes unless the repairer rewrites it."""
 
-    def __init__(self, dialect: Dialect, drop_usage: bool = False) -> None:
-        self.dialect = dialect
-        self.drop_usage = drop_usage
-        self.usage_removed = 0  # events whose injected usage was taken out (dropped or rewritten)
-        self.bytes_in = 0
-        self.bytes_out = 0
+    def __init__(self, dialect: Dialect, repairer: Repairer) -> None:
+        self.repairer = repairer
         self._held = b""
-        self._event_end = re.compile(b"|".join(re.escape(e) for e in _all_ends(dialect.framing.event_ends)))
+        ends = dialect.framing.event_ends
+        self._event_end = re.compile(b"|".join(re.escape(e) for e in _all_ends(ends)))
+        # without CRs in the buffer, the one LF-only event end splits it (faster than the regex)
+        self._split = ends[0] if b"\r" not in ends[0] else None
 
     def feed(self, data: bytes) -> bytes:
         """The bytes to forward now: every event whose end has arrived."""
-        self.bytes_in += len(data)
         buf = self._held + data if self._held else data
+        event = self.repairer.event
+        if self._split is not None and b"\r" not in buf:  # the common framing: one kind of event end
+            parts = buf.split(self._split)
+            self._held = parts.pop()
+            return b"".join([event(p + self._split) for p in parts])
         end = 0
         out = []
         for m in self._event_end.finditer(buf):
-            out.append(self._event(buf[end : m.end()]))
+            out.append(event(buf[end : m.end()]))
             end = m.end()
         self._held = buf[end:]
-        result = b"".join(out)
-        self.bytes_out += len(result)
-        return result
+        return b"".join(out)
 
-    def close(self) -> bytes:
-        """End of the upstream body: whatever was held back."""
+    def close(self, clean: bool = True) -> bytes:
+        """End of the upstream body (``clean``: it ended normally): what was held back, and what
+        the repairer appends."""
         held, self._held = self._held, b""
-        if held:
-            held = self._event(held)
-        self.bytes_out += len(held)
-        return held
-
-    def _event(self, block: bytes) -> bytes:
-        if not self.drop_usage or b'"usage"' not in block:
-            return block
-        dec = self.dialect.framing.decoder()
-        events = dec.feed(block) + dec.close()
-        if len(events) != 1:
-            return block
-        try:
-            obj = loads(events[0].data)
-        except ValueError:
-            return block
-        if not isinstance(obj, dict):
-            return block
-        rest = self.dialect.strip_injected_usage(obj)
-        if rest is None:
-            return block
-        self.usage_removed += 1
-        if not rest:
-            return b""
-        ev = events[0]
-        ev.data = encode_json(rest)
-        return self.dialect.framing.encode([ev])
+        return (self.repairer.event(held) if held else b"") + self.repairer.end(clean)
 
 
 @dataclass

@@ -168,7 +168,7 @@ class Shim:
         self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, drop_usage: bool, record: bool = True
     ) -> None:
         state.streamed = True
-        stream = LiveStream(flow, state, dialect, drop_usage)
+        stream = LiveStream(flow, state, dialect, strip_usage=drop_usage)
         if not record:  # a flow of no dialect: its account is the comment, no state is kept
             stream.state.save = lambda f: None  # type: ignore[method-assign]
         self.live[flow.id] = stream
@@ -347,8 +347,13 @@ class Shim:
     ) -> None:
         """A stream for a stream client that arrived whole (server replay, or mislabelled)."""
         resp = response_of(flow)
-        pt = EventFilter(dialect, drop_usage=state.injected_usage)
-        out = pt.feed(content) + pt.close()
+        repairer = dialect.repairer(
+            state.asked(), strip_usage=state.injected_usage, repair=state.settings.repair
+        )
+        out = content
+        if repairer is not None:
+            pt = EventFilter(dialect, repairer)
+            out = pt.feed(content) + pt.close()
         verdict = judge(out, dialect, state.asked())
         if out != resp.raw_content:
             state.upstream_response = resp.raw_content
@@ -356,7 +361,7 @@ class Shim:
         comment(
             flow,
             state,
-            f"SSE passthrough (buffered): {verdict.events} events{usage_note(state, pt)}; "
+            f"SSE passthrough (buffered): {verdict.events} events{usage_note(state, repairer)}; "
             f"{verdict.summary()}",
             problem=not verdict.complete(),
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from ..dialects.base import Aggregator, Dialect
+from ..dialects.base import Aggregator, Dialect, Repairer
 from ..errors import StreamError
 from ..framing.encoding import StreamDecoder
 from ..passthrough import EventFilter, judge
@@ -31,31 +31,35 @@ StreamCallable = Callable[[bytes], bytes | Iterable[bytes]]
 
 class LiveStream:
     """A stream for a stream client, live. With nothing to rewrite (no injected usage to take
-    out, no content-encoding to undo) each chunk is kept and handed on as it is, and nothing else
-    happens on the client's path; otherwise an ``EventFilter`` forwards it event by event. What
-    the stream was is judged once, in ``finish``, after its last byte has left."""
+    out, no repair asked, no content-encoding to undo) each chunk is kept and handed on as it is,
+    and nothing else happens on the client's path; otherwise the body is decoded and, when the
+    dialect has a ``Repairer`` for it, forwarded event by event through it. What the stream was
+    is judged once, in ``finish``, after its last byte has left."""
 
-    def __init__(self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, drop_usage: bool) -> None:
+    def __init__(self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, strip_usage: bool) -> None:
         resp = flow.response
         assert resp is not None
         self.flow, self.state, self.resp, self.dialect = flow, state, resp, dialect
         encoding = resp.headers.get("content-encoding", "").strip()
         self.decode: StreamDecoder | None = None
+        repair = state.settings.repair
         if encoding:
             try:
                 self.decode = StreamDecoder(encoding)
                 del resp.headers["content-encoding"]  # the client gets the decoded stream
-            except ValueError:  # unknown encoding: forward as is, without filtering
-                drop_usage = False
-        self.filter = EventFilter(dialect, drop_usage=drop_usage) if (drop_usage or self.decode) else None
+            except ValueError:  # unknown encoding: forward as is, without rewriting
+                strip_usage = repair = False
+        self.repairer = dialect.repairer(state.asked(), strip_usage=strip_usage, repair=repair)
+        self.filter = EventFilter(dialect, self.repairer) if self.repairer is not None else None
         self.keep: list[bytes] = []  # what arrived (a list: no re-copying while the stream grows)
-        self.sent: list[bytes] = self.keep if self.filter is None else []
+        rewritten = self.filter is not None or self.decode is not None
+        self.sent: list[bytes] = [] if rewritten else self.keep
         self.decode_errors: list[str] = []
         self.at_end = False  # mitmproxy called it with the end of the body (b"")
         self.ended = False
 
     def __call__(self, data: bytes) -> bytes | Iterable[bytes]:
-        if self.filter is None:
+        if self.sent is self.keep:  # nothing to rewrite: the bytes go on as they came
             if data:
                 self.keep.append(data)
                 return data
@@ -64,21 +68,25 @@ class LiveStream:
         if data:
             self.keep.append(data)
             try:
-                plain = self.decode.feed(data) if self.decode else data
+                out = self.decode.feed(data) if self.decode else data
             except ValueError as exc:  # corrupt compression mid-stream
                 self.decode_errors.append(f"cannot decode body: {exc}")
                 return []
-            out = self.filter.feed(plain)
+            if self.filter is not None:
+                out = self.filter.feed(out)
             if out:
                 self.sent.append(out)
             return out if out else []
         tail = b""
+        clean = True
         if self.decode is not None:
             try:
-                tail = self.filter.feed(self.decode.close())
+                tail = self.decode.close()
             except ValueError as exc:
                 self.decode_errors.append(f"cannot decode body: {exc}")
-        tail += self.filter.close()
+                clean = False
+        if self.filter is not None:
+            tail = self.filter.feed(tail) + self.filter.close(clean=clean and not self.decode_errors)
         if tail:
             self.sent.append(tail)
         self.at_end = True
@@ -111,7 +119,7 @@ class LiveStream:
         verdict.errors[:0] = self.decode_errors
         received = sum(map(len, self.keep))
         text = f"SSE passthrough: {verdict.events} events, {received} B in, {len(sent)} B out"
-        text += usage_note(state, self.filter) + "; "
+        text += usage_note(state, self.repairer) + "; "
         if error is None:
             comment(flow, state, text + verdict.summary(), problem=not verdict.complete())
         elif verdict.done:
@@ -122,13 +130,19 @@ class LiveStream:
         state.save(flow)
 
 
-def usage_note(state: FlowState, filtered: EventFilter | None) -> str:
-    """What became of the usage streamshim asked the upstream for, for a stream client."""
-    if filtered is not None and filtered.usage_removed:
-        return f", injected usage removed from {filtered.usage_removed} chunk(s)"
-    if state.injected_usage:
-        return ", no usage arrived although streamshim asked for it"
-    return ""
+def usage_note(state: FlowState, repairer: Repairer | None) -> str:
+    """What the repairer did (the usage streamshim asked the upstream for taken out again, the
+    repairs made), for the flow's account."""
+    counts = dict(repairer.counts) if repairer is not None else {}
+    note = ""
+    removed = counts.pop("usage-injected", 0)
+    if removed:
+        note = f", injected usage removed from {removed} chunk(s)"
+    elif state.injected_usage:
+        note = ", no usage arrived although streamshim asked for it"
+    if counts:
+        note += ", repaired: " + ", ".join(f"{k} ×{n}" if n > 1 else k for k, n in counts.items())
+    return note
 
 
 class KeepaliveAggregate:
