@@ -7,10 +7,10 @@
 # The binary lands in $STREAMSHIM_LLAMA_SERVER (a directory; default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/streamshim/llama-server-0.3.36/) as `llama-server`, statically
 # linked against llama/ggml, so it survives the removal of the build tree. When it is already there
-# (and runs) nothing is done. A build downloads the sdist with pip (~77 MB), compiles for ~9
+# (and runs) nothing is done. A build downloads the sdist with pip (~77 MB), compiles for ~12
 # CPU-minutes (CPU backend only, no -march=native, no curl/openssl, no web UI) and removes its
-# sources and objects again. Needs python3 (with venv), a C/C++ compiler and cmake >= 3.18; when
-# ninja or cmake are missing they are pip-installed into a throwaway venv next to the build.
+# sources and objects again. Needs python3 (with venv) and a C/C++ compiler; when ninja or a
+# cmake >= 3.18 is missing it is pip-installed into a throwaway venv next to the build.
 set -euo pipefail
 
 version=0.3.36
