@@ -26,6 +26,14 @@ elif [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
     fi
 fi
 
+# llama.cpp's own C++ llama-server (the real upstream of the Responses and Anthropic Messages
+# tests): built once from the llama-cpp-python sdist into a cache (~10 CPU-minutes), then reused
+# by both suites. In CI a failed build fails the run; elsewhere those tests skip, saying why.
+if ! bash tests/build_llama_server.sh; then
+    [ -n "${CI:-}" ] && { echo "== could not build llama-server" >&2; exit 1; }
+    echo "== could not build llama-server: its tests will skip"
+fi
+
 # suite PYTHON VENV EXTRAS MITMPROXY_MAJOR OPENAI_MAJOR [pytest args]
 suite() {
     local py=$1 venv=$2 extras=$3 mitm=$4 openai=$5
