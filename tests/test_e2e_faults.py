@@ -335,6 +335,7 @@ def test_flows_carry_comment_mark_and_both_sides(fault: FaultUpstream, tmp_path:
             "json": fault.url,
             "keepalive": fault.url,
             "promote": fault.url,
+            "repair": fault.url,
         },
         FAULT_RULES,
     ).start()
