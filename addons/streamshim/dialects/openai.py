@@ -18,6 +18,7 @@ from ..errors import TruncatedStream
 from ..framing import Event, encode_json
 from .base import (
     CHARS_PER_TOKEN,
+    DEFAULT_CHUNK_CHARS,
     FRAMING_CODES,
     Aggregator,
     Asked,
@@ -222,7 +223,29 @@ class OpenAIDialect(Dialect):
     def choice_output(self, choice: dict[str, Any]) -> Output:
         """What one choice of a non-stream body means."""
 
-    # -- synthesis --------------------------------------------------------------------------
+    # -- conversions ------------------------------------------------------------------------
+    aggregator_class: ClassVar[type[ChoicesAggregator]]
+
+    def aggregator(self, asked: Asked | None = None) -> ChoicesAggregator:
+        return self.aggregator_class(self, asked)
+
+    def synthesize(
+        self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
+    ) -> Iterator[Event]:
+        self.check_response(response)
+        chunks = self.stream_chunks(response, lambda c: self.choice_chunks(c, chunk_chars), usage)
+        return chunk_events(chunks)
+
+    @staticmethod
+    @abstractmethod
+    def check_response(response: Any) -> list[dict[str, Any]]:
+        """The choices of a non-stream body, or ``BadResponse`` naming what is missing."""
+
+    @staticmethod
+    @abstractmethod
+    def choice_chunks(choice: dict[str, Any], chunk_chars: int) -> Iterator[dict[str, Any]]:
+        """The choice objects (``delta``s or text pieces) that stream one choice."""
+
     def stream_chunks(
         self,
         resp: dict[str, Any],
