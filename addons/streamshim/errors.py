@@ -6,6 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: every character ``str.isprintable`` rejects (control
+    characters and so escape sequences, bidi overrides, lone surrogates, unassigned code points)
+    is written as its Python escape (``\\x1b``, ``\\u202e``); everything else is kept as it is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class StreamShimError(Exception):
     """Base class of every error the core raises on purpose."""
 
@@ -63,6 +72,11 @@ class TruncatedStream(StreamError):
 
 class NotAStream(StreamError):
     kind = "not_sse"
+
+
+class BadRecording(StreamShimError, ValueError):
+    """A flow file that mitmproxy cannot read, or a flow whose ``metadata["streamshim"]`` is not
+    what the addon writes (a damaged or hand-edited file). The message names what is wrong."""
 
 
 class BadResponse(StreamShimError):

@@ -6,6 +6,9 @@
 - ``encoding``: ``content-encoding`` (gzip, deflate, br, zstd), incremental and strict.
 - ``sniff(body)``: what a body is from its first bytes: ``sse``, ``ndjson``, ``json``, ``empty``
   or ``other``.
+- ``jsontext``: JSON text in and out (``decode_json``, ``encode_json``, ``json_utf8``): every input
+  JSON is parsed with ``decode_json`` (only ``ValueError``, also for nesting deeper than
+  ``MAX_JSON_DEPTH``), every output JSON encoded so that a lone surrogate survives.
 
 A framing is chosen by name (``FRAMINGS``): each gives a decoder (``feed(bytes) -> [Event]``,
 ``close() -> [Event]``, ``events``, ``total_bytes``, ``problems``), an encoder of events, its
@@ -14,14 +17,26 @@ media type and the bytes that end an event on the wire (for the cheap live watch
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import ndjson, sse
 from .events import Decoder, Event
+from .jsontext import MAX_JSON_DEPTH, decode_json, encode_json, json_too_deep, json_utf8
 
-__all__ = ["FRAMINGS", "Decoder", "Event", "Framing", "encode_json", "framing", "sniff"]
+__all__ = [
+    "FRAMINGS",
+    "MAX_JSON_DEPTH",
+    "Decoder",
+    "Event",
+    "Framing",
+    "decode_json",
+    "encode_json",
+    "framing",
+    "json_too_deep",
+    "json_utf8",
+    "sniff",
+]
 
 
 @dataclass(frozen=True)
@@ -32,11 +47,6 @@ class Framing:
     encode: Callable[[Iterable[Event]], bytes]
     # what ends one event on the wire (the live watch counts these, without parsing)
     event_ends: tuple[bytes, ...]
-
-
-def encode_json(obj: object) -> str:
-    """Compact JSON, non-ASCII kept as UTF-8: how OpenAI and Anthropic write event data."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def sniff(body: bytes) -> str:
@@ -61,7 +71,7 @@ def _ndjson(body: bytes) -> bool:
     if end < 0 or not body[end + 1 :].lstrip(b" \t\r\n").startswith(b"{"):
         return False
     try:
-        return isinstance(json.loads(body[:end]), dict)
+        return isinstance(decode_json(body[:end]), dict)
     except ValueError:
         return False
 

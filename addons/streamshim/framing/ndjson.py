@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .events import Event
+from .jsontext import json_utf8
 
 __all__ = ["NDJSONDecoder", "encode_events"]
 
@@ -60,5 +61,6 @@ class NDJSONDecoder:
 
 
 def encode_events(events: Iterable[Event]) -> bytes:
-    """One line per event (``data`` must hold no newline: compact JSON never does)."""
-    return b"".join(ev.data.encode("utf-8") + b"\n" for ev in events)
+    """One line per event (``data`` must hold no newline: compact JSON never does; a lone
+    surrogate is written as its JSON escape, ``json_utf8``)."""
+    return b"".join(json_utf8(ev.data) + b"\n" for ev in events)

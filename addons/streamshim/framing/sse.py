@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .events import Event
+from .jsontext import json_utf8
 
 __all__ = ["SSEDecoder", "encode_event", "encode_events"]
 
@@ -197,14 +198,15 @@ class SSEDecoder:
 
 def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:
     """One event: optional ``event:``/``id:`` lines, ``data: …`` (one per line of ``data``), a blank
-    line. The default event type (``message``) is not written."""
+    line. The default event type (``message``) is not written. A lone surrogate (only JSON data
+    can hold one, from a ``"\\ud800"`` escape) is written as its JSON escape (``json_utf8``)."""
     head = ""
     if event is not None and event != "message":
         head += f"event: {event}\n"
     if id is not None:
         head += f"id: {id}\n"
     body = "".join(f"data: {line}\n" for line in data.split("\n"))
-    return (head + body + "\n").encode("utf-8")
+    return json_utf8(head + body + "\n")
 
 
 def encode_events(events: Iterable[Event]) -> bytes:
