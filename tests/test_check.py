@@ -195,6 +195,11 @@ CASES: dict[str, tuple[bytes, dict[str, Any], dict[str, list[int | None]]]] = {
         {},
         {"finish-not-tool-calls": [3]},
     ),
+    "choice index not an integer": (
+        raw(enc(chunk({"index": "0", "delta": {"role": "assistant"}, "finish_reason": "stop"})), "[DONE]"),
+        {},
+        {"choice-bad-index": [1]},
+    ),
     "finish tool_calls, no call": (
         sse(chunk(delta(role="assistant", content="x")), chunk(delta(finish_reason="tool_calls"))),
         {},

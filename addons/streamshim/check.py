@@ -11,12 +11,12 @@ are in its ``codes`` table (``codes(api)``); the README lists them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from . import dialects
 from .dialects.base import Dialect, Finding, Report, Severity
+from .framing import decode_json
 from .meaning import decoded, is_stream
 
 __all__ = ["Finding", "Report", "Side", "check_side", "check_stream", "codes", "request_expectations"]
@@ -51,7 +51,7 @@ def request_expectations(
 ) -> tuple[bool | None, int | None]:
     """``usage_asked`` and ``n`` from a request body (``None`` when unknown)."""
     try:
-        req: Any = json.loads(request_body or b"")
+        req: Any = decode_json(request_body or b"")
     except ValueError:
         return None, None
     if not isinstance(req, dict):

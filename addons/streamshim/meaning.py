@@ -15,8 +15,8 @@ from typing import Any
 
 from . import dialects
 from .dialects.base import Dialect
-from .errors import StreamError
-from .framing import sniff
+from .errors import StreamError, printable
+from .framing import decode_json, sniff
 from .framing.encoding import decode_body
 
 __all__ = ["compare", "decoded", "diff_meaning", "header", "is_stream", "meaning"]
@@ -68,7 +68,7 @@ def meaning(
     else:
         out["shape"] = "json"
         try:
-            resp = json.loads(body)
+            resp = decode_json(body)
         except ValueError:
             return {**out, "shape": "other", "body": body[:200].decode("utf-8", "replace")}
         dialect = dialects.resolve(api, payload=resp)
@@ -91,8 +91,9 @@ def diff_meaning(a: Any, b: Any, path: str = "", labels: tuple[str, str] = ("rec
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         pairs = enumerate(zip(a, b, strict=True))
         return [d for i, (x, y) in pairs for d in diff_meaning(x, y, f"{path}[{i}]", labels)]
-    if a != b:
-        return [f"{path.lstrip('.') or 'response'}: {labels[0]} {short(a)}, {labels[1]} {short(b)}"]
+    if a != b:  # the path holds the body's own keys: the line is made terminal-safe whole
+        where = printable(path.lstrip(".") or "response")
+        return [f"{where}: {labels[0]} {short(a)}, {labels[1]} {short(b)}"]
     return []
 
 
@@ -114,5 +115,6 @@ def compare(
 
 
 def short(value: Any) -> str:
+    """A value for a diff line: short, and nothing a terminal would act on."""
     text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 160 else text[:157] + "…"
+    return printable(text if len(text) <= 160 else text[:157] + "…")

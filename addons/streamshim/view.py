@@ -32,7 +32,7 @@ from typing import Any
 from . import dialects
 from .dialects.base import Dialect, Meaning, Output, ToolCall
 from .errors import StreamError
-from .framing import sniff
+from .framing import decode_json, sniff
 
 __all__ = ["TITLE", "Line", "looks_like_stream", "render", "render_lines", "sniff"]
 
@@ -61,7 +61,7 @@ def looks_like_stream(body: bytes) -> bool:
     dec = dialects.FRAMINGS[kind].decoder()
     for ev in dec.feed(body[:SNIFF_BYTES]):
         try:
-            payload = json.loads(ev.data)
+            payload = decode_json(ev.data)
         except ValueError:
             continue
         if isinstance(payload, dict) and "error" in payload:
@@ -133,7 +133,7 @@ def _render_stream(body: bytes, api: str | None, default_api: str | None) -> lis
 
 def _render_json(body: bytes, api: str | None, default_api: str | None) -> list[Line]:
     try:
-        obj = json.loads(body)
+        obj = decode_json(body)
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -191,6 +191,9 @@ def _response_lines(meaning: Meaning) -> list[Line]:
         lines.append([(TEXT, " · ".join(ident))])
     outputs = meaning.outputs
     label = meaning.outputs_label.rstrip("s")
+    if meaning.odd_outputs:
+        value = json.dumps(meaning.outputs_value, ensure_ascii=False, default=str)
+        lines.append([(ERROR, f"{meaning.outputs_label} is not a list of objects: {value[:200]}")])
     for output in outputs:
         indent = ""
         if len(outputs) > 1:
@@ -254,7 +257,7 @@ def _call_lines(i: int | None, call: ToolCall, indent: str) -> list[Line]:
         return lines
     if isinstance(args, str):
         try:
-            parsed = json.loads(args)
+            parsed = decode_json(args)
         except ValueError:
             lines.append([(TEXT, f"{indent}{INDENT}arguments (not valid JSON):")])
             lines += [[(CODE, f"{indent}{INDENT}{INDENT}{row}")] for row in args.splitlines() or [""]]

@@ -16,11 +16,10 @@ state; a response whose payload is plainly another dialect's is noted on the flo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-from ..framing import FRAMINGS, sniff
+from ..framing import FRAMINGS, decode_json, sniff
 from . import chat, completions
 from .base import Dialect
 
@@ -83,7 +82,7 @@ def detect_body(body: bytes) -> Dialect | None:
     kind = sniff(body)
     if kind == "json":
         try:
-            return detect(json.loads(body))
+            return detect(decode_json(body))
         except ValueError:
             return None
     if kind in FRAMINGS:
@@ -93,7 +92,7 @@ def detect_body(body: bytes) -> Dialect | None:
             events += dec.close()
         for ev in events:
             try:
-                found = detect(json.loads(ev.data))
+                found = detect(decode_json(ev.data))
             except ValueError:
                 continue
             if found is not None:

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..errors import MalformedEvent, NotAStream, StreamError, TruncatedStream, UpstreamErrorEvent
-from ..framing import Decoder, Event, Framing, encode_json, framing
+from ..errors import MalformedEvent, NotAStream, StreamError, TruncatedStream, UpstreamErrorEvent, printable
+from ..framing import Decoder, Event, Framing, decode_json, encode_json, framing, json_too_deep
 
 DEFAULT_CHUNK_CHARS = 16
 FEED_SLICE = 64 * 1024
@@ -209,7 +209,7 @@ class ToolCall:
     def parsed(self) -> Any:
         if isinstance(self.arguments, str):
             try:
-                return json.loads(self.arguments)
+                return decode_json(self.arguments)
             except ValueError:
                 return self.arguments
         return self.arguments
@@ -240,12 +240,18 @@ class Meaning:
     has_outputs: bool = True  # the body had its outputs list (an error body has none)
     outputs_label: str = "choices"
     finish_label: str = "finish_reason"
+    # the outputs field when it is not a list of objects (``-1``, ``[1, null]``): no API sends
+    # that, so it means itself, and is compared as it is (``outputs`` holds what could be read)
+    odd_outputs: bool = False
+    outputs_value: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.error is not None:
             out["error"] = self.error
-        if self.has_outputs:
+        if self.has_outputs and self.odd_outputs:
+            out[self.outputs_label] = self.outputs_value
+        elif self.has_outputs:
             items = []
             for o in self.outputs:
                 item: dict[str, Any] = {name: text for _, name, text in o.parts}
@@ -343,7 +349,7 @@ class Aggregator(ABC):
         if self.error is not None:
             return
         self.error = cls(
-            message,
+            printable(message),  # it quotes the stream: terminal-safe, whichever dialect wrote it
             event_number=ev.number if ev else None,
             byte_offset=ev.offset if ev else self.decoder.total_bytes,
             partial=self._partial(),
@@ -450,7 +456,8 @@ class Checker(ABC):
         self.errored = False  # an error event or payload was seen
 
     def add(self, code: str, event: int | None, message: str) -> None:
-        self.report.findings.append(Finding(code, event, message, self.codes[code][0]))
+        """A finding; its message quotes the stream, so it is made terminal-safe here."""
+        self.report.findings.append(Finding(code, event, printable(message), self.codes[code][0]))
 
     def event(self, num: int, name: str, data: str) -> None:
         if self.before_json(num, name, data):
@@ -463,8 +470,8 @@ class Checker(ABC):
             self.add("empty-event", num, "data line with nothing after it")
             return
         try:
-            obj = json.loads(data)
-        except ValueError as exc:
+            obj = decode_json(data)
+        except ValueError as exc:  # a JSONDecodeError, or too deep, or an integer too long
             msg = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
             self.add("malformed-json", num, f"{msg}: {clip(data)}")
             return
@@ -502,32 +509,35 @@ _scan_once = json.JSONDecoder().scan_once
 
 def loads(text: str) -> Any:
     """``json.loads`` without its per-call regex work (a payload is parsed per event); anything
-    unusual (leading space, an error) goes through ``json.loads`` for the exact message."""
+    unusual (leading space, an error, deep nesting) goes through ``decode_json`` for the exact
+    message. Raises only ``ValueError``."""
     try:
         obj, end = _scan_once(text, 0)
-    except StopIteration:
-        return json.loads(text)
-    if end != len(text):
-        return json.loads(text)
+    except (StopIteration, RecursionError):
+        return decode_json(text)
+    if end != len(text) or json_too_deep(text, obj):
+        return decode_json(text)  # the exact error (trailing data, too deep)
     return obj
 
 
 def try_json(data: str) -> Any:
     try:
-        return json.loads(data)
+        return decode_json(data)
     except ValueError:
         return None
 
 
 def snippet(data: str | bytes, limit: int = 80) -> str:
-    """A short, terminal-safe quote of some input (control and non-ASCII characters escaped)."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    return ascii(text[:limit] + ("…" if len(text) > limit else ""))
+    """The start of some input, quoted, for a message: invalid UTF-8 as ``\\xff``, and nothing a
+    terminal would act on (``errors.printable``)."""
+    text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else data
+    return "'" + printable(text[:limit]) + ("…" if len(text) > limit else "") + "'"
 
 
 def clip(value: object, limit: int = 120) -> str:
+    """A value from the stream, short, for a message: nothing a terminal would act on."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return printable(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def error_text(err: Any, raw: str) -> str:
@@ -539,9 +549,9 @@ def error_text(err: Any, raw: str) -> str:
         msg = err.get("message") or err.get("msg") or err.get("detail")
         if msg:
             code = err.get("code") or err.get("type")
-            return f"{msg} ({code})" if code else str(msg)
+            return printable(f"{msg} ({code})" if code else str(msg))
     if isinstance(err, str) and err:
-        return err
+        return printable(err)
     return snippet(raw, 200)
 
 

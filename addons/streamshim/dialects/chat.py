@@ -484,7 +484,8 @@ class Chat(OpenAIDialect):
             if m.get(key):
                 parts.append(("refusal" if key == "refusal" else "reasoning", key, m[key]))
         out = Output(0, parts, finish=choice.get("finish_reason"))
-        for tc in m.get("tool_calls") or []:
+        calls = m.get("tool_calls")
+        for tc in calls if isinstance(calls, list) else ():  # a value of another type is no call
             if isinstance(tc, dict):
                 fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
                 kind = tc.get("type") if tc.get("type") not in (None, "function") else None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from ..errors import TruncatedStream
-from ..framing import Event, encode_json
+from ..framing import Event, decode_json, encode_json
 from .base import (
     CHARS_PER_TOKEN,
     DEFAULT_CHUNK_CHARS,
@@ -37,6 +37,7 @@ from .base import (
 
 DONE = "[DONE]"
 DONE_BYTES = b"data: [DONE]\n\n"
+MISSING_LISTED = 16  # choice-missing findings listed one by one; the rest are counted in one more
 
 # Top-level fields whose first non-empty (not null, "" or 0) value wins: later chunks repeat them,
 # and Azure's content-filter chunks blank them.
@@ -62,6 +63,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     # choices
     "choices-missing": ("error", "a chunk with neither a choices list nor usage"),
     "choice-missing": ("error", "a choice index the request asked for (n) never appears"),
+    "choice-bad-index": ("error", "a choice whose index is not an integer (checked as choice 0)"),
     "role-not-first": ("warning", "the first delta of a choice has no role"),
     "role-repeated": ("error", "role sent again after the first delta (the openai SDK concatenates it)"),
     "content-after-finish": ("error", "content, reasoning or tool calls after the choice's finish_reason"),
@@ -210,6 +212,8 @@ class OpenAIDialect(Dialect):
             out.error = e.get("message") if isinstance(e, dict) else e
         choices = response.get("choices")
         out.has_outputs = "choices" in response
+        if out.has_outputs and not (isinstance(choices, list) and all(isinstance(c, dict) for c in choices)):
+            out.odd_outputs, out.outputs_value = True, choices
         for i, c in enumerate(choices if isinstance(choices, list) else []):
             if isinstance(c, dict):
                 output = self.choice_output(c)
@@ -352,12 +356,12 @@ class ChoicesAggregator(Aggregator):
         if self.terminated:
             return
         open_choices = self.unfinished()
-        missing = [i for i in range(self.n or 0) if i not in self.choices]
+        missing, total = missing_choices(self.n, self.choices)
         if open_choices or missing or self.chunks == 0:
             if open_choices:
                 what = f"choice(s) {', '.join(map(str, open_choices))} without finish_reason"
             elif missing:
-                what = f"choice(s) {', '.join(map(str, missing))} of n={self.n} never arrived"
+                what = f"choice(s) {_listed(missing, total)} of n={self.n} never arrived"
             else:
                 what = "no completion chunk"
             self.fail(
@@ -448,6 +452,29 @@ class ChoiceState(Protocol):
 def choice_index(choice: dict[str, Any]) -> int:
     index = choice.get("index", 0)
     return index if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
+def missing_choices(
+    n: int | None, seen: Collection[int], limit: int = MISSING_LISTED
+) -> tuple[list[int], int]:
+    """The first ``limit`` choice indexes below ``n`` (what the request asked for) that never
+    appeared, and how many never appeared in all. ``n`` comes from the client: never a loop over
+    all of it."""
+    if not n:
+        return [], 0
+    total = n - sum(1 for i in seen if isinstance(i, int) and 0 <= i < n)
+    first: list[int] = []
+    i = 0
+    while len(first) < min(limit, total):
+        if i not in seen:
+            first.append(i)
+        i += 1
+    return first, total
+
+
+def _listed(indexes: list[int], total: int) -> str:
+    more = total - len(indexes)
+    return ", ".join(map(str, indexes)) + (f" and {more} more" if more > 0 else "")
 
 
 def merge_logprobs(state: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any]:
@@ -582,6 +609,9 @@ class ChunkChecker(Checker):
 
     def choice(self, num: int, choice: dict[str, Any]) -> None:
         index = choice_index(choice)
+        raw = choice.get("index", 0)
+        if not isinstance(raw, int) or isinstance(raw, bool):  # "0", [-1], true: aggregation takes 0
+            self.add("choice-bad-index", num, f"index {clip(raw)}: taken as choice 0, as aggregation does")
         st = self.choices.get(index)
         if st is None:
             st = self.choices[index] = _ChoiceSeen(num)
@@ -662,9 +692,13 @@ class ChunkChecker(Checker):
         for i in unfinished:
             self.add("no-finish-reason", None, f"choice {i} never got a finish_reason")
         if self.n is not None:
-            for i in range(self.n):
-                if i not in self.choices:
-                    self.add("choice-missing", None, f"n={self.n} asked, choice {i} never appeared")
+            # one finding per missing choice, up to a few, then one that counts the rest
+            missing, total = missing_choices(self.n, self.choices)
+            for i in missing:
+                self.add("choice-missing", None, f"n={self.n} asked, choice {i} never appeared")
+            if total > len(missing):
+                more = total - len(missing)
+                self.add("choice-missing", None, f"n={self.n} asked, {more} more choices never appeared")
         for i, st in sorted(self.choices.items()):
             self._finish_calls(i, st)
         if self.usage_asked is True and not self.usage_seen and not self.errored:
@@ -676,7 +710,7 @@ class ChunkChecker(Checker):
         for i, call in sorted(st.calls.items()):
             text = "".join(call.arguments)
             try:
-                json.loads(text or "{}")
+                decode_json(text or "{}")
             except ValueError as exc:
                 code = "tool-call-cut-arguments" if st.finish == "length" else "tool-call-bad-arguments"
                 what = f"choice {index}: tool call {i} ({call.name})"
@@ -859,14 +893,11 @@ class ChunkRepairer(Repairer):
         if not clean or self.done or self.errored:
             return b""
         unfinished = [i for i, st in sorted(self.choices.items()) if not st.finished]
-        missing = [i for i in range(self.n or 0) if i not in self.choices]
+        missing, total = missing_choices(self.n, self.choices)
         if not self.choices or unfinished or missing:
             self.note("truncated")
-            what = (
-                "no completion chunk"
-                if not self.choices
-                else f"choice(s) {', '.join(map(str, unfinished + missing))} without finish_reason"
-            )
+            listed = _listed(unfinished + missing, len(unfinished) + total)
+            what = "no completion chunk" if not self.choices else f"choice(s) {listed} without finish_reason"
             message = f"upstream stream ended without [DONE], {what}: it was cut short"
             body = self.dialect.error_body(message, "truncated")
             return self.framing.encode([Event(data=encode_json(body))])
