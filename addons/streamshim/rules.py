@@ -43,12 +43,13 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: Any) -> Settings:
-        """From a flow's metadata; keys it does not know are left out, missing ones default."""
+    def from_dict(cls, data: Any, where: str = "settings") -> Settings:
+        """From a flow's metadata; keys it does not know (a newer version's) are left out, missing
+        ones default. A known key's value is checked as in a rules file: ``RulesError`` names it."""
         if not isinstance(data, dict):
-            return cls()
+            raise RulesError(f"{where} is a {type(data).__name__}, not a mapping")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: _check(k, v, where) for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,13 @@ def _rule(node: yaml.Node, i: int, source: str) -> Rule:
     return Rule(line=line, **values)
 
 
-def _check(key: str, value: Any, where: str, i: int) -> Any:
+def _check(key: str, value: Any, where: str, i: int | None = None) -> Any:
+    """``value`` of rule key ``key`` as a rule holds it, or ``RulesError`` naming ``where`` (and
+    the rule's number ``i``, in a rules file)."""
+
     def bad(detail: str = "") -> RulesError:
-        return RulesError(f"{where}: rule #{i + 1}: bad {key} {value!r}: expected {_FIELDS[key]}{detail}")
+        rule = f" rule #{i + 1}:" if i is not None else ""
+        return RulesError(f"{where}:{rule} bad {key} {value!r}: expected {_FIELDS[key]}{detail}")
 
     if key in ("name", "host", "model"):
         if not isinstance(value, str) or not value:

@@ -54,7 +54,7 @@ def priority(data: bytes, content_type: str | None, flow: mflow.Flow | None) -> 
 def _path_api(flow: mflow.Flow | None) -> str | None:
     """The flow's dialect: the one streamshim decided (its state), else the request path's."""
     if isinstance(flow, http.HTTPFlow):
-        state = flow.metadata.get(META)
+        state = flow.metadata.get(META) if isinstance(flow.metadata, dict) else None  # a damaged file
         if isinstance(state, dict) and isinstance(state.get("api"), str) and state["api"] in dialects.BY_NAME:
             return str(state["api"])
         found = dialects.for_path(flow.request.path)

@@ -11,6 +11,7 @@ from mitmproxy import http
 
 from .. import dialects
 from ..dialects.base import Dialect
+from ..framing import json_utf8
 from .state import FlowState
 
 log = logging.getLogger("streamshim")
@@ -40,7 +41,8 @@ def response_of(flow: http.HTTPFlow) -> http.Response:
 
 
 def json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    """A JSON body; a lone surrogate (``"\\ud800"``, valid JSON) as its JSON escape."""
+    return json_utf8(json.dumps(obj, ensure_ascii=False))
 
 
 def set_body(

@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mitmproxy import http, io
+from mitmproxy import exceptions, http, io
 from mitmproxy.http import Headers
 
 from .. import dialects
 from ..check import Side, check_side
 from ..dialects.base import Report
+from ..errors import BadRecording, printable
 from ..meaning import diff_meaning, meaning, short
 from ..rules import Rule, RuleSet
 from .shim import Shim
-from .state import META, FlowState
+from .state import FlowState
 
 FLOW_SUFFIXES = (".flow", ".flows", ".mitm")
 
@@ -78,11 +79,21 @@ def _response_record(resp: http.Response) -> dict[str, Any]:
 
 
 def read_flows(source: Path | BinaryIO) -> list[http.HTTPFlow]:
-    """The HTTP flows of a flow file, given as a path or an open binary file."""
+    """The HTTP flows of a flow file, given as a path or an open binary file. Raises ``OSError``
+    when the file cannot be read and ``BadRecording`` when its bytes are not a flow file."""
     if isinstance(source, Path):
         with source.open("rb") as fh:
             return read_flows(fh)
-    return [f for f in io.FlowReader(source).stream() if isinstance(f, http.HTTPFlow)]
+    try:
+        return [f for f in io.FlowReader(source).stream() if isinstance(f, http.HTTPFlow)]
+    except OSError:
+        raise
+    except Exception as exc:
+        # mitmproxy checks the tnetstring framing and little else: damaged bytes come out of its
+        # reader as FlowReadException, but also as KeyError, AttributeError, TypeError, … from
+        # building a flow of a state that is not one
+        detail = str(exc) if isinstance(exc, exceptions.FlowReadException) else f"{type(exc).__name__}: {exc}"
+        raise BadRecording(f"not a readable mitmproxy flow file ({printable(detail)})") from None
 
 
 def write_flows(path: Path, flows: Iterable[http.HTTPFlow]) -> None:
@@ -130,9 +141,9 @@ def flow_sides(flow: http.HTTPFlow) -> dict[str, Side]:
 
 def flow_api(flow: http.HTTPFlow) -> str | None:
     """The flow's dialect: the one streamshim decided, else its request path's."""
-    state = flow.metadata.get(META)
-    if isinstance(state, dict) and state.get("api") in dialects.BY_NAME:
-        return str(state["api"])
+    state = FlowState.of(flow)
+    if state is not None and state.api in dialects.BY_NAME:
+        return state.api
     found = dialects.for_path(flow.request.path)
     return found.name if found else None
 

@@ -13,6 +13,7 @@ from mitmproxy import command, ctx, http
 from mitmproxy import flow as mflow
 from mitmproxy.http import Headers
 
+from ..framing import decode_json, json_utf8
 from .state import FlowState
 
 MASK = "[scrubbed]"
@@ -136,22 +137,22 @@ def scrub_body(body: bytes, fields: frozenset[str]) -> bytes:
     """Mask JSON fields in a JSON body or in the ``data:`` lines of an SSE body. Bytes that hold no
     such field are returned unchanged."""
     try:
-        obj = json.loads(body)
+        obj = decode_json(body)
     except ValueError:
         obj = None
     if obj is not None:
         masked, changed = _mask(obj, fields)
-        return json.dumps(masked, ensure_ascii=False).encode() if changed else body
+        return json_utf8(json.dumps(masked, ensure_ascii=False)) if changed else body
     lines = body.split(b"\n")
     for i, line in enumerate(lines):
         if line.startswith(b"data:"):
             try:
-                item = json.loads(line[5:])
+                item = decode_json(line[5:])
             except ValueError:
                 continue
             masked, changed = _mask(item, fields)
             if changed:
-                lines[i] = b"data: " + json.dumps(masked, ensure_ascii=False).encode()
+                lines[i] = b"data: " + json_utf8(json.dumps(masked, ensure_ascii=False))
     return b"\n".join(lines)
 
 

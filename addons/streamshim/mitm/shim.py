@@ -31,7 +31,7 @@ from mitmproxy.tools.dump import DumpMaster
 from .. import dialects, synthesize
 from ..dialects.base import Aggregator, Dialect
 from ..errors import BadResponse, StreamError
-from ..framing import sniff
+from ..framing import decode_json, json_utf8, sniff
 from ..framing.encoding import decode_body
 from ..passthrough import EventFilter, judge
 from ..rules import Rule, RuleSet
@@ -81,10 +81,10 @@ class Shim:
         by_path = dialects.for_path(req.path)
         if by_path is None and not self.rules.any_api():
             return
-        raw = req.get_content() or b""
         try:
-            body = json.loads(raw)
-        except ValueError:
+            raw = req.get_content() or b""  # ValueError for a body its content-encoding does not fit
+            body = decode_json(raw)
+        except ValueError:  # also JSON nested too deeply to be a request
             log.debug("streamshim: %s %s: body is not JSON, passed through", req.method, req.pretty_url)
             return
         if not isinstance(body, dict):
@@ -118,7 +118,7 @@ class Shim:
             changed = True
         if changed:
             state.client_request = raw
-            req.content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            req.content = json_utf8(json.dumps(body, ensure_ascii=False))
         state.save(flow)
 
     # -- response ---------------------------------------------------------------------------
@@ -296,7 +296,17 @@ class Shim:
     def _synthesize(self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, content: bytes) -> None:
         resp = response_of(flow)
         state.mode = "synthesize"
-        obj = json.loads(content)
+        try:
+            obj = decode_json(content)  # sniffed as JSON: it starts like JSON, it may not be JSON
+        except ValueError as exc:
+            fail(
+                flow,
+                state,
+                dialect,
+                dialect.error_body(f"upstream JSON is not valid JSON: {exc}", "bad_response"),
+                f"JSON→SSE failed: upstream body is not valid JSON: {exc}",
+            )
+            return
         state.upstream_response = resp.raw_content
         found = dialects.detect(obj)
         note = ""
@@ -335,7 +345,11 @@ class Shim:
             comment(flow, state, "JSON labelled as SSE: passed on as JSON")
         if not state.settings.promote_tool_calls:
             return  # nothing to do: no parse on this path
-        obj = json.loads(content)
+        try:
+            obj = decode_json(content)
+        except ValueError as exc:  # passed on as it came, like any JSON answer to a JSON client
+            comment(flow, state, f"JSON: not valid JSON ({exc}), tool calls not promoted", problem=True)
+            return
         promoted = _promote(state, dialect, obj)
         if promoted:
             state.upstream_response = resp.raw_content
@@ -403,7 +417,7 @@ def _fill_usage(
     why = "although streamshim asked for it" if state.injected_usage or state.client_usage else ""
     why = why or "(a non-stream answer always has one)"
     try:
-        request = json.loads(flow.request.get_content() or b"")
+        request = decode_json(flow.request.get_content() or b"")
     except ValueError:
         request = None
     how = dialect.fill_usage(result, method, agg.generated_pieces(), request)

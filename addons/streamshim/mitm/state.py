@@ -1,16 +1,26 @@
 """The per-flow state of streamshim, typed, with one conversion to and from
 ``flow.metadata["streamshim"]`` (saved with the flow by ``-w``; the committed recordings and
-flow files of earlier versions load with it)."""
+flow files of earlier versions load with it).
+
+The conversion from metadata checks every value against the field's type (and the rule settings
+as a rules file's are checked): a damaged or hand-edited flow file is a ``BadRecording`` naming
+the field, never a guess replayed or compared. Keys it does not know (a newer version's) are
+kept as they are.
+"""
 
 from __future__ import annotations
 
+import functools
+import types
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from mitmproxy import http
 
 from ..dialects.base import Asked
-from ..rules import Settings
+from ..errors import BadRecording
+from ..meaning import short
+from ..rules import RulesError, Settings
 
 META = "streamshim"
 # written even when empty (what the request hook decided); the others only once they are set
@@ -44,20 +54,45 @@ class FlowState:
 
     @classmethod
     def of(cls, flow: http.HTTPFlow) -> FlowState | None:
+        """The flow's state (``None``: streamshim did not touch it). Raises ``BadRecording`` when
+        the metadata is not what streamshim writes."""
+        if not isinstance(flow.metadata, dict):
+            raise BadRecording(f"the flow's metadata is {_type(flow.metadata)}, not a mapping")
         meta = flow.metadata.get(META)
-        return cls.from_meta(meta) if isinstance(meta, dict) else None
+        if meta is None:
+            return None
+        if not isinstance(meta, dict):
+            raise BadRecording(f"metadata {META!r} is {_type(meta)}, not a mapping")
+        return cls.from_meta(meta)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> FlowState:
-        known = {f.name for f in fields(cls)} - {"settings", "extra"}
-        state = cls(api=str(meta.get("api") or "chat"))
+        """The state kept in ``meta``, each value checked: ``BadRecording`` names one that is not
+        of its field's type."""
+        hints = _hints()
+        state = cls(api="chat")
         for key, value in meta.items():
             if key == "settings":
-                state.settings = Settings.from_dict(value)
-            elif key in known:
+                try:
+                    state.settings = Settings.from_dict(value, f"metadata {META}.settings")
+                except RulesError as exc:
+                    raise BadRecording(str(exc)) from None
+            elif key == "api" and value is None:
+                continue  # the default dialect
+            elif key in hints:
+                if not _conforms(value, hints[key]):
+                    raise BadRecording(f"metadata {META}.{key} is {_type(value)}")
                 setattr(state, key, value)
             else:
                 state.extra[key] = value
+        if state.upstream_headers is not None:
+            _check_headers(state.upstream_headers, f"{META}.upstream_headers")
+        if state.client_response is not None:
+            client = state.client_response
+            for key, kind in (("status", int), ("headers", list), ("body", bytes)):
+                if not _conforms(client.get(key), kind):
+                    raise BadRecording(f"metadata {META}.client_response.{key} is {_type(client.get(key))}")
+            _check_headers(client["headers"], f"{META}.client_response.headers")
         return state
 
     def to_meta(self) -> dict[str, Any]:
@@ -80,3 +115,42 @@ class FlowState:
 
     def save(self, flow: http.HTTPFlow) -> None:
         flow.metadata[META] = self.to_meta()
+
+
+# -- checking what a flow file holds ---------------------------------------------------------------
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    """The type of each field kept as it is in the metadata (settings and extra have their own)."""
+    return {k: v for k, v in get_type_hints(FlowState).items() if k not in ("settings", "extra")}
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a value read from a flow file is of a field's type (``int`` excludes ``bool``)."""
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, h) for h in get_args(hint))
+    if origin is list:
+        (item,) = get_args(hint)
+        return isinstance(value, list) and all(_conforms(v, item) for v in value)
+    if origin is dict:
+        k, v = get_args(hint)
+        return isinstance(value, dict) and all(_conforms(a, k) and _conforms(b, v) for a, b in value.items())
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _check_headers(headers: list[Any], where: str) -> None:
+    for item in headers:
+        if not (isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise BadRecording(f"metadata {where} holds {_type(item)}, not a [name, value] pair")
+
+
+def _type(value: Any) -> str:
+    return "missing" if value is None else f"a {type(value).__name__} ({short(value)[:40]})"
