@@ -378,7 +378,11 @@ def test_check_command_with_no_stream(tmp_path: Path) -> None:
     body.write_text(json.dumps(completion({"index": 0, "message": {"role": "assistant", "content": "x"}})))
     out = run("check", str(body))
     assert out.returncode == 2
-    assert out.stderr.decode() == f"streamshim: no SSE stream found in {body}\n"
+    assert out.stderr.decode() == f"streamshim: {body}: neither an SSE stream nor a flow file: it is JSON\n"
+    json_only = RECORDINGS / "llama-text__json-client__upstream-json.flow"
+    out = run("check", str(json_only))
+    assert out.returncode == 2
+    assert out.stderr.decode() == f"streamshim: {json_only}: no SSE stream to check in its 2 response(s)\n"
 
 
 def test_diff_command() -> None:
@@ -434,7 +438,7 @@ def test_diff_command_on_bodies(tmp_path: Path) -> None:
     mismatch = run("diff", str(a), str(twice))
     assert mismatch.returncode == 2
     assert mismatch.stderr.decode() == (
-        f"streamshim: {a} holds 1 response(s), {twice} holds 2: flows are compared in pairs, in order\n"
+        f"streamshim: {a}: holds 1 response(s), {twice} holds 2: flows are compared in pairs, in order\n"
     )
 
 

@@ -58,3 +58,29 @@ def test_mitmweb_runs_beside_the_other_documented_proxies() -> None:
     upstreams = {int(p) for p in re.findall(r"localhost:(\d+)", CODE)}
     assert {8001, 8002, 8080, 8081} <= others and 8000 in upstreams
     assert listen_ports(web) and not listen_ports(web) & (others | upstreams), listen_ports(web)
+
+
+def test_every_cli_example_runs_as_written_after_the_install() -> None:
+    """A bare ``streamshim`` is on PATH only inside an activated venv: the examples name the
+    console script the install puts in ``.venv/bin``."""
+    subcommands = {"aggregate", "synthesize", "scrub", "replay", "check", "diff"}
+    runs = [line.strip() for line in commands("streamshim")]
+    assert len(runs) >= 8
+    for line in runs:
+        words = line.split()
+        at = next(i for i, w in enumerate(words) if w.endswith("streamshim"))
+        assert words[at] == ".venv/bin/streamshim" and words[at + 1] in subcommands, line
+
+
+def test_the_exit_codes_are_documented() -> None:
+    from streamshim import cli
+
+    section = README.split("## The core, from the command line", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", section, flags=re.M))
+    assert set(map(int, rows)) == {
+        cli.EXIT_OK,
+        cli.EXIT_FINDING,
+        cli.EXIT_BAD_INPUT,
+        cli.EXIT_BROKEN_PIPE,
+        cli.EXIT_INTERRUPTED,
+    }

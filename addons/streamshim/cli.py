@@ -7,8 +7,25 @@
     streamshim check FILE… [--side …] [--usage-asked|--no-usage-asked] [--n N] [--all]
     streamshim diff A B [--side upstream|client]
 
-Errors print one line to stderr naming what and where and exit 1; ``check`` and ``diff`` exit 1
-on an error finding or a difference and 2 on input they cannot read.
+Exit status, the same for every command:
+
+- 0: done, nothing wrong (``check``: warnings at most; ``aggregate``: warnings go to stderr)
+- 1: the input was read and its content has a problem: a broken stream (``aggregate``), a JSON
+  body that is an error or no answer (``synthesize``), an error finding (``check``), a
+  difference (``diff``, ``replay``)
+- 2: the input cannot be read as what the command takes: a missing or unreadable file, not a
+  flow file, not a stream where a stream is needed (``aggregate``, ``check``; decided by
+  ``framing.sniff``, as everywhere in streamshim), not JSON where JSON is needed, nothing to
+  check or compare, a damaged recording (``BadRecording``); or a usage error (argparse)
+- 141: stdout was closed early (``… | head``): the command stops quietly, as one killed by
+  SIGPIPE would; 130: interrupted (Ctrl-C)
+
+When inputs fall under different codes, the highest of 0–2 wins: a run that could not read all of
+its input is never reported as a clean result. Each error is one line on stderr,
+``streamshim: FILE: what``, never a traceback, and every line of a message or a report is
+terminal-safe: what comes from the input has its control characters, escape sequences and bidi
+overrides escaped (``errors.printable``). The data commands write data: JSON on stdout is UTF-8
+whatever the locale (a lone surrogate as its JSON escape), streams as synthesized.
 """
 
 from __future__ import annotations
@@ -16,20 +33,56 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO
 
 from . import DEFAULT_CHUNK_CHARS, aggregate_with_problems, dialects, synthesize
 from .check import Side, check_side
 from .dialects.base import Report
-from .errors import BadResponse, StreamError
+from .errors import BadRecording, BadResponse, StreamError, printable
+from .framing import decode_json, json_utf8, sniff
 from .meaning import compare, meaning
 
+EXIT_OK = 0
+EXIT_FINDING = 1  # a broken stream, an error finding, a difference
+EXIT_BAD_INPUT = 2  # unreadable, or not what the command takes; argparse's usage errors are 2 too
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
-def _read(path: str | None, exit_code: int = 1) -> tuple[str, bytes]:
+
+class BadInput(Exception):
+    """An input the command cannot use: one line on stderr, exit 2."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+def _say(where: str | None, message: str) -> None:
+    """One line on stderr: ``streamshim: WHERE: MESSAGE``, terminal-safe (never more than a line)."""
+    print(
+        printable(f"streamshim: {where}: {message}" if where else f"streamshim: {message}"), file=sys.stderr
+    )
+
+
+def _out(line: str) -> None:
+    """One line of a report on stdout, terminal-safe."""
+    print(printable(line))
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _read(path: str | None) -> tuple[str, bytes]:
     if path in (None, "-"):
         stdin: BinaryIO = sys.stdin.buffer
         return "<stdin>", stdin.read()
@@ -37,110 +90,157 @@ def _read(path: str | None, exit_code: int = 1) -> tuple[str, bytes]:
         with open(path, "rb") as fh:
             return path, fh.read()
     except OSError as exc:
-        _exit(f"{path}: cannot read: {exc.strerror}", exit_code)
+        raise BadInput(path, f"cannot read: {exc.strerror or exc}") from None
 
 
-def _exit(message: str, code: int) -> NoReturn:
-    print(f"streamshim: {message}", file=sys.stderr)
-    raise SystemExit(code)
+def _kind(body: bytes) -> str:
+    """What a body that is not the expected kind is, for a message."""
+    kind = sniff(body)
+    if kind == "empty":
+        return "it is empty" if not body else "it holds only whitespace"
+    if kind == "json":
+        return "it is JSON"
+    if kind in dialects.FRAMINGS:
+        return f"it is {_stream_name(kind)}"
+    head = body[:60].decode("utf-8", "backslashreplace")
+    return f"it starts with '{head}{'…' if len(body) > 60 else ''}'"
+
+
+def _stream_name(framing: str) -> str:
+    return {"sse": "an SSE stream", "ndjson": "an NDJSON stream"}.get(framing, f"a {framing} stream")
+
+
+# the framings of the registered dialects' streams: what ``check`` takes, and ``diff`` beside JSON
+STREAM_KINDS = tuple(dict.fromkeys(d.framing_name for d in dialects.DIALECTS))
+STREAMS = "/".join(k.upper() for k in STREAM_KINDS)  # "SSE"
 
 
 def _print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    _write(json_utf8(json.dumps(obj, ensure_ascii=False, indent=2) + "\n"))  # UTF-8 whatever the locale
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
     name, body = _read(args.file)
+    dialect = dialects.resolve(args.api, body=body)
+    assert dialect is not None
+    if sniff(body) != dialect.framing_name:
+        raise BadInput(name, f"not {_stream_name(dialect.framing_name)}: {_kind(body)}")
     try:
-        result, problems = aggregate_with_problems(body, args.api)
+        result, problems = aggregate_with_problems(body, dialect)
     except StreamError as exc:
-        print(f"streamshim: {name}: {exc.kind} at {exc.where()}: {exc.message}", file=sys.stderr)
+        hint = ""
         if args.partial and exc.partial is not None:
             _print_json(exc.partial)
         elif exc.partial is not None:
-            print(
-                "streamshim: (use --partial to print what was aggregated before the fault)", file=sys.stderr
-            )
-        return 1
+            hint = " (--partial prints what was aggregated before the fault)"
+        _say(name, f"{exc.kind} at {exc.where()}: {exc.message}{hint}")
+        return EXIT_FINDING
     for problem in problems:
-        print(f"streamshim: {name}: warning: {problem}", file=sys.stderr)
+        _say(name, f"warning: {problem}")
     _print_json(result)
-    return 0
+    return EXIT_OK
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
     name, body = _read(args.file)
     try:
-        resp = json.loads(body)
+        resp = decode_json(body)
     except ValueError as exc:
-        print(f"streamshim: {name}: not a JSON body: {exc}", file=sys.stderr)
-        return 1
+        raise BadInput(name, f"not JSON: {exc if sniff(body) == 'json' else _kind(body)}") from None
     dialect = dialects.resolve(args.api, payload=resp)
     if dialect is not None and dialect.error_of(resp) is not None:
-        print(f"streamshim: {name}: the body is an error response, not an answer", file=sys.stderr)
-        return 1
+        _say(name, "the body is an error response, not an answer")
+        return EXIT_FINDING
     try:
         out = synthesize(resp, dialect, usage=args.include_usage, chunk_chars=args.chunk_chars)
     except BadResponse as exc:
-        print(f"streamshim: {name}: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.buffer.write(out)
-    sys.stdout.buffer.flush()
-    return 0
+        _say(name, str(exc))
+        return EXIT_FINDING
+    _write(out)
+    return EXIT_OK
+
+
+def _flows(name: str, data: bytes) -> list[Any]:
+    """The HTTP flows (mitmproxy's ``HTTPFlow``) of a flow file's bytes, or ``BadInput``."""
+    from .mitm.recording import read_flows
+
+    try:
+        return read_flows(io.BytesIO(data))
+    except BadRecording as exc:
+        raise BadInput(name, str(exc)) from None
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
-    from .mitm.recording import read_flows, to_fixture, write_flows
+    from .mitm.recording import to_fixture, write_flows
     from .mitm.scrub import scrub_flow
 
+    name, data = _read(args.infile)
+    flows = _flows(name, data)
+    if not flows:
+        raise BadInput(name, "holds no HTTP flow")
+    for i, f in enumerate(flows):
+        try:
+            scrub_flow(f, args.header, args.field)
+            if args.fixture:
+                to_fixture(f)
+        except BadRecording as exc:
+            raise BadInput(f"{name}#{i}", f"{exc}: nothing written") from None
     try:
-        flows = read_flows(Path(args.infile))
-    except (OSError, ValueError) as exc:
-        print(f"streamshim: {args.infile}: cannot read flows: {exc}", file=sys.stderr)
-        return 1
-    for f in flows:
-        scrub_flow(f, args.header, args.field)
-        if args.fixture:
-            to_fixture(f)
-    write_flows(Path(args.outfile), flows)
+        write_flows(Path(args.outfile), flows)
+    except OSError as exc:
+        raise BadInput(args.outfile, f"cannot write: {exc.strerror or exc}") from None
     what = "scrubbed fixture" if args.fixture else "scrubbed"
-    print(f"streamshim: {len(flows)} {what} flow(s) written to {args.outfile}", file=sys.stderr)
-    return 0
+    _say(None, f"{len(flows)} {what} flow(s) written to {args.outfile}")
+    return EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .mitm.recording import flow_files, read_flows, replay_flow, update_expectation, write_flows
+    from .mitm.recording import FLOW_SUFFIXES, flow_files, replay_flow, update_expectation, write_flows
 
-    files = list(flow_files(args.paths))
-    if not files:
-        print("streamshim: no flow files found in " + ", ".join(args.paths), file=sys.stderr)
-        return 1
-    failed = total = 0
-    for path in files:
-        try:
-            flows = read_flows(path)
-        except (OSError, ValueError) as exc:
-            print(f"streamshim: {path}: cannot read flows: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        for i, f in enumerate(flows):
-            total += 1
-            outcome = replay_flow(f, f"{path}#{i}")
-            if outcome.ok:
-                print(f"ok    {outcome.name}")
+    code = EXIT_OK
+    passed = failed = 0
+    for path in args.paths:
+        files = list(flow_files([path]))
+        if not files:
+            _say(path, f"no flow files ({', '.join('*' + s for s in FLOW_SUFFIXES)}) in this folder")
+            code = EXIT_BAD_INPUT
+        for file in files:
+            try:
+                flows = _flows(*_read(str(file)))
+                if not flows:
+                    raise BadInput(str(file), "holds no HTTP flow")
+            except BadInput as exc:
+                _say(exc.where, exc.message)
+                code = EXIT_BAD_INPUT
                 continue
+            for i, f in enumerate(flows):
+                try:
+                    outcome = replay_flow(f, f"{file}#{i}")
+                except BadRecording as exc:
+                    _say(f"{file}#{i}", f"cannot be replayed: {exc}")
+                    code = EXIT_BAD_INPUT
+                    continue
+                if outcome.ok:
+                    passed += 1
+                    _out(f"ok    {outcome.name}")
+                elif args.update:
+                    update_expectation(f, outcome)
+                    passed += 1
+                    _out(f"updated {outcome.name}")
+                else:
+                    failed += 1
+                    code = max(code, EXIT_FINDING)
+                    _out(f"DIFF  {outcome.name}")
+                    for line in outcome.diffs:
+                        _out(f"      {line}")
             if args.update:
-                update_expectation(f, outcome)
-                print(f"updated {outcome.name}")
-                continue
-            failed += 1
-            print(f"DIFF  {outcome.name}")
-            for line in outcome.diffs:
-                print(f"      {line}")
-        if args.update:
-            write_flows(path, flows)
-    print(f"{total - failed} passed, {failed} failed")
-    return 1 if failed else 0
+                try:
+                    write_flows(file, flows)
+                except OSError as exc:
+                    _say(str(file), f"cannot write: {exc.strerror or exc}")
+                    code = EXIT_BAD_INPUT
+    _out(f"{passed} passed, {failed} failed")
+    return code
 
 
 # -- check and diff: SSE/JSON body files or mitmproxy flow files --------------------------------
@@ -152,24 +252,24 @@ class _Input:
     side: Side
 
 
-def _inputs(path: str, sides: Sequence[str]) -> list[_Input]:
-    """A body file is one input; a flow file gives the chosen sides of each of its flows."""
-    from .mitm.recording import flow_sides, read_flows
+def _inputs(path: str, sides: Sequence[str], bodies: Sequence[str], what: str) -> list[_Input]:
+    """A body file is one input, when ``sniff`` finds it one of ``bodies`` (``what`` names them);
+    a flow file gives the chosen sides of each of its flows."""
+    from .mitm.recording import flow_sides
 
-    name, data = _read(path, exit_code=2)
+    name, data = _read(path)
     if not _looks_like_flows(data):
+        if sniff(data) not in bodies:
+            raise BadInput(name, f"neither {what} nor a flow file: {_kind(data)}")
         return [_Input(name, Side("file", b"", 200, [], data))]
-    try:
-        flows = read_flows(io.BytesIO(data))  # the bytes already read (also from stdin)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(
-            f"streamshim: {path}: neither an SSE/JSON body nor a readable flow file: {exc}"
-        ) from None
     out = []
-    for i, f in enumerate(flows):
-        got = flow_sides(f)
+    for i, f in enumerate(_flows(name, data)):  # the bytes already read (also from stdin)
+        try:
+            got = flow_sides(f)
+        except BadRecording as exc:
+            raise BadInput(f"{name}#{i}", str(exc)) from None
         if not got:
-            print(f"streamshim: {name}#{i}: no response in the flow (skipped)", file=sys.stderr)
+            _say(f"{name}#{i}", "no response in the flow (skipped)")
         out += [_Input(f"{name}#{i} {s}", got[s]) for s in sides if s in got]
     return out
 
@@ -183,67 +283,79 @@ def _looks_like_flows(data: bytes) -> bool:
 
 def cmd_check(args: argparse.Namespace) -> int:
     sides = ("upstream", "client") if args.side == "both" else (args.side,)
-    errors = checked = 0
+    code = EXIT_OK
     for path in args.files:
+        try:
+            inputs = _inputs(path, sides, STREAM_KINDS, f"an {STREAMS} stream")
+        except BadInput as exc:
+            _say(exc.where, exc.message)
+            code = EXIT_BAD_INPUT
+            continue
         seen: set[bytes] = set()
-        for item in _inputs(path, sides):
+        checked = 0
+        for item in inputs:
             if item.side.body in seen:
                 continue  # the same stream as the side before: a flow streamshim left untouched
             seen.add(item.side.body)
             try:
                 report = check_side(item.side, args.api, usage_asked=args.usage_asked, n=args.n)
-            except ValueError as exc:
-                print(f"{item.name}: {exc}")
-                errors += 1
+            except ValueError as exc:  # a corrupt content-encoding: the stream's own fault
+                _out(f"{item.name}: {exc}")
+                checked += 1
+                code = max(code, EXIT_FINDING)
                 continue
             if report is None:
                 continue  # a JSON side
             checked += 1
-            errors += bool(report.errors)
+            if report.errors:
+                code = max(code, EXIT_FINDING)
             _print_report(item.name, report, args.all)
-    if not checked:
-        print("streamshim: no SSE stream found in " + ", ".join(args.files), file=sys.stderr)
-        return 2
-    return 1 if errors else 0
+        if not checked:
+            name = "<stdin>" if path == "-" else path
+            _say(name, f"no {STREAMS} stream to check in its {len(inputs)} response(s)")
+            code = EXIT_BAD_INPUT
+    return code
 
 
 def _print_report(name: str, report: Report, show_all: bool, per_code: int = 3) -> None:
-    print(f"{name}: {report.api} stream, {report.summary()}")
+    _out(f"{name}: {report.api} stream, {report.summary()}")
     if not report.findings:
         return
-    print(f"  {'event':>6}  {'severity':<8}  {'code':<32}  message")
+    _out(f"  {'event':>6}  {'severity':<8}  {'code':<32}  message")
     shown: dict[str, int] = {}
     for f in report.findings:
         shown[f.code] = shown.get(f.code, 0) + 1
         if show_all or shown[f.code] <= per_code:
             event = "-" if f.event is None else str(f.event)
-            print(f"  {event:>6}  {f.severity:<8}  {f.code:<32}  {f.message}")
+            _out(f"  {event:>6}  {f.severity:<8}  {f.code:<32}  {f.message}")
     for code, count in shown.items():
         if not show_all and count > per_code:
-            print(f"  {'':>6}  {'':<8}  {code:<32}  … {count - per_code} more (--all shows them)")
+            _out(f"  {'':>6}  {'':<8}  {code:<32}  … {count - per_code} more (--all shows them)")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    a, b = _inputs(args.a, (args.side,)), _inputs(args.b, (args.side,))
+    kinds = (*STREAM_KINDS, "json")
+    a, b = (_inputs(p, (args.side,), kinds, f"an {STREAMS}/JSON body") for p in (args.a, args.b))
+    for path, items in ((args.a, a), (args.b, b)):
+        if not items:
+            raise BadInput(path, "no response to compare in it")
     if len(a) != len(b):
-        print(
-            f"streamshim: {args.a} holds {len(a)} response(s), {args.b} holds {len(b)}: "
-            "flows are compared in pairs, in order",
-            file=sys.stderr,
+        raise BadInput(
+            args.a,
+            f"holds {len(a)} response(s), {args.b} holds {len(b)}: flows are compared in pairs, in order",
         )
-        return 2
-    differ = 0
+    differ = False
     for x, y in zip(a, b, strict=True):
         mx, my = (meaning(i.side.status, i.side.headers, i.side.body) for i in (x, y))
         diffs, notes = compare(mx, my)
         shapes = f"{mx.get('shape', '?')} vs {my.get('shape', '?')}"
-        print(f"{'DIFF' if diffs else 'same'}  A={x.name}  B={y.name}  ({shapes})")
+        _out(f"{'DIFF' if diffs else 'same'}  A={x.name}  B={y.name}  ({shapes})")
         for line in diffs + [f"note: {n}" for n in notes]:
-            print(f"      {line}")
+            _out(f"      {line}")
         if not diffs:
-            print(f"      {_gist(mx)}")
-        differ += bool(diffs)
-    return 1 if differ else 0
+            _out(f"      {_gist(mx)}")
+        differ = differ or bool(diffs)
+    return EXIT_FINDING if differ else EXIT_OK
 
 
 def _gist(m: dict[str, Any]) -> str:
@@ -254,10 +366,13 @@ def _gist(m: dict[str, Any]) -> str:
     label, items = outputs
     parts = [f"status {m.get('status')}", f"{len(items)} {label.rstrip('s')}(s)"]
     for item in items:
-        calls = len(item.get("tool_calls") or ())
-        text = item.get("content", item.get("text")) or ""
+        calls = item.get("tool_calls")
+        text = item.get("content", item.get("text"))  # as the body has it: any JSON value
         finish, reason = list(item.items())[-1]  # an output's finish is its last key (Meaning.as_dict)
-        parts.append(f"{finish} {reason!r}, {len(text)} chars, {calls} tool call(s)")
+        parts.append(
+            f"{finish} {reason!r}, {len(text) if isinstance(text, str) else 0} chars, "
+            f"{len(calls) if isinstance(calls, list) else 0} tool call(s)"
+        )
     return ", ".join(parts)
 
 
@@ -365,9 +480,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status (argparse exits 2 itself on a usage error)."""
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    # the addon's log lines (``replay`` runs it) are meant for mitmproxy's event log: here the
+    # report says what happened, and stderr holds only ``streamshim: …`` lines
+    logging.getLogger("streamshim").addHandler(logging.NullHandler())
+    try:
+        try:
+            code: int = args.func(args)
+        except BadInput as exc:
+            _say(exc.where, exc.message)
+            code = EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            _say(None, "interrupted")
+            code = EXIT_INTERRUPTED
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     return code
+
+
+def _silence_stdout() -> None:
+    """The reader went away (``| head``): what is still buffered goes nowhere, without the
+    "Exception ignored … BrokenPipeError" Python would print at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":
