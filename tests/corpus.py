@@ -34,7 +34,9 @@ def require_corpus() -> Path:
 
 @functools.cache
 def _cassette(path: Path) -> list[dict]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["interactions"]
+    # libyaml's loader when PyYAML has it: the same documents, 14x faster than the pure-Python one
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)["interactions"]
 
 
 @functools.cache
@@ -58,10 +60,16 @@ def recorded(api: str = "chat") -> tuple[Recorded, ...]:
                     mode=row["mode"],
                     status=int(row["status"]),
                     request=inter["request"].get("body") or "",
-                    body=inter["response"]["body"].encode("utf-8"),
+                    body=_bytes(inter["response"]["body"]),
                 )
             )
     return tuple(out)
+
+
+def _bytes(body: str | bytes) -> bytes:
+    """A recorded body: text, or bytes where the cassette holds them as ``!!binary`` (Bedrock's
+    binary event stream)."""
+    return body if isinstance(body, bytes) else body.encode("utf-8")
 
 
 def ids(items: tuple[Recorded, ...]) -> list[str]:
