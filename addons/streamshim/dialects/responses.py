@@ -102,53 +102,53 @@ INDEXED_EVENTS: dict[str, str] = {
 
 CODES: dict[str, tuple[Severity, str]] = {
     **FRAMING_CODES,
-    "type-missing": ("error", "an event payload without a type, or a lifecycle event without its response"),
+    "type-missing": (
+        "error",
+        "a payload without type, or a lifecycle event without response (the SDK drops it)",
+    ),
     "type-mismatch": ("warning", "the event: name differs from the payload's type (the SDK reads the type)"),
     "first-not-created": ("error", "the first event is not response.created (the SDK raises)"),
     "created-no-output": (
         "error",
-        "response.created carries no output list (openai 2.x fails on the first item)",
+        "response.created has no output list (openai 2.x raises on the first item)",
     ),
     "response-id-changed": ("error", "the response id differs between lifecycle events (openai 3.x raises)"),
-    "sequence-missing": ("warning", "an event without sequence_number"),
-    "sequence-repeated": ("warning", "sequence_number equal to the previous event's"),
-    "sequence-decreasing": ("warning", "sequence_number lower than the previous event's"),
-    "sequence-gap": ("warning", "sequence_number not 0 first, or not the previous one plus 1"),
-    "output-index-missing": ("error", "an item event without output_index (the SDK cannot find its item)"),
-    "output-index-gap": (
-        "error",
-        "a new item whose output_index is not the next one (openai 2.x goes by position)",
+    "sequence-missing": ("warning", "an event without sequence_number (the SDK ignores it)"),
+    "sequence-repeated": ("warning", "sequence_number equal to the previous event's (the SDK ignores it)"),
+    "sequence-decreasing": (
+        "warning",
+        "sequence_number lower than the previous event's (the SDK ignores it)",
     ),
+    "sequence-gap": ("warning", "sequence_number not 0 first, or not the previous one plus 1"),
+    "output-index-missing": ("error", "an item event without output_index (the SDK raises)"),
+    "output-index-gap": ("error", "a new item's output_index is not the next one (openai 2.x raises)"),
     "content-index-missing": ("error", "a part event without content_index / summary_index (the SDK raises)"),
-    "item-id-missing": ("warning", "an item event without item_id"),
+    "item-id-missing": ("warning", "an item event without item_id (the SDK goes by output_index)"),
     "item-id-mismatch": ("warning", "an event's item_id is not its item's id (the SDK goes by output_index)"),
     "item-id-changed": (
         "error",
-        "output_item.done carries another id than output_item.added (openai 3.x raises)",
+        "output_item.done has another id than output_item.added (openai 3.x raises)",
     ),
-    "item-added-twice": ("error", "output_item.added again for an output_index (openai 3.x raises)"),
+    "item-added-twice": ("error", "output_item.added again for an output_index (the SDK raises)"),
     "event-before-added": (
         "error",
         "an event for an output_index before its output_item.added (the SDK raises)",
     ),
-    "event-after-done": ("warning", "an event for an item after its output_item.done"),
-    "done-differs": (
-        "error",
-        "a *.done text or arguments, or the done item, differs from the concatenated deltas",
+    "event-after-done": (
+        "warning",
+        "an event for an item after its output_item.done (the SDK still adds it)",
     ),
+    "done-differs": ("error", "a *.done text or arguments, or the done item, differs from the deltas"),
     "arguments-not-json": ("error", "a function call's arguments do not parse as JSON"),
-    "item-unfinished": (
-        "error",
-        "an item never done and missing from the terminal output (openai 3.x raises)",
-    ),
+    "item-unfinished": ("error", "an item never done and not in the terminal output (openai 3.x raises)"),
     "terminal-output-differs": (
         "error",
-        "the terminal output disagrees with the items done (the SDK returns the terminal's)",
+        "the terminal output disagrees with the items done (the SDK returns it)",
     ),
     "status-mismatch": ("warning", "the terminal event's type and its response's status disagree"),
     "response-failed": ("error", "response.failed: the upstream failed the response"),
     "no-terminal": ("error", "the stream ended without response.completed / .incomplete / .failed"),
-    "event-after-terminal": ("warning", "events after the terminal event (not in the SDK's final response)"),
+    "event-after-terminal": ("error", "events after the terminal event (the SDK hands their deltas on)"),
 }
 
 
@@ -530,7 +530,8 @@ class _Seen:
     added_at: int
     done_at: int = 0
     done_item: dict[str, Any] | None = None
-    texts: dict[tuple[str, Any], list[str]] = field(default_factory=dict)  # (text key, part) → deltas
+    # (the item's list of parts or None, text key, part index) → the deltas streamed into it
+    texts: dict[tuple[str | None, str, int | None], list[str]] = field(default_factory=dict)
 
 
 class ResponsesChecker(Checker):
@@ -670,7 +671,7 @@ class ResponsesChecker(Checker):
         if spec is None:
             return
         text_key = spec[2]
-        pieces = seen.texts.setdefault((text_key, _int(part)), [])
+        pieces = seen.texts.setdefault((spec[0], text_key, _int(part)), [])
         if kind in DELTAS:
             if isinstance(obj.get("delta"), str):
                 pieces.append(obj["delta"])
@@ -702,10 +703,10 @@ class ResponsesChecker(Checker):
         seen.done_at, seen.done_item = num, item
         if item.get("id") != seen.id:
             self.add("item-id-changed", num, f"item {index}: id {item.get('id')!r}, added as {seen.id!r}")
-        for (text_key, part), pieces in seen.texts.items():
-            value = _streamed_field(item, text_key, part)
+        for (key, text_key, part), pieces in seen.texts.items():
+            value = _streamed_field(item, key, text_key, part)
             if value is not None and value != "".join(pieces):
-                where = text_key + (f"[{part}]" if part is not None else "")
+                where = f"{key}[{part}].{text_key}" if key else text_key
                 self.add(
                     "done-differs", num, f"item {index} done: its {where} differs from what was streamed"
                 )
@@ -713,7 +714,7 @@ class ResponsesChecker(Checker):
         if (
             item.get("type") == "function_call"
             and isinstance(args, str)
-            and ("arguments", None) not in seen.texts
+            and (None, "arguments", None) not in seen.texts
         ):
             self.arguments(num, index, args)
 
@@ -744,23 +745,16 @@ class ResponsesChecker(Checker):
                     self.add("terminal-output-differs", self.terminal_at, f"item {i}: {diff}")
 
 
-def _streamed_field(item: dict[str, Any], text_key: str, part: Any) -> str | None:
+def _streamed_field(item: dict[str, Any], key: str | None, text_key: str, at: int | None) -> str | None:
     """The text a done item holds where deltas streamed into (``None``: not found)."""
-    if text_key in ("arguments", "input"):
+    if key is None:
         value = item.get(text_key)
         return value if isinstance(value, str) else None
-    at = _int(part)
-    for key in ("content", "summary"):
-        parts = item.get(key)
-        if (
-            isinstance(parts, list)
-            and at is not None
-            and 0 <= at < len(parts)
-            and isinstance(parts[at], dict)
-        ):
-            value = parts[at].get(text_key)
-            if isinstance(value, str):
-                return value
+    parts = item.get(key)
+    if isinstance(parts, list) and at is not None and 0 <= at < len(parts) and isinstance(parts[at], dict):
+        value = parts[at].get(text_key)
+        if isinstance(value, str):
+            return value
     return None
 
 
