@@ -184,7 +184,7 @@ def _error(r: httpx.Response, *needles: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "model,needles,code",
     [
-        ("resp-failed", ("response.failed", "The model crashed", "event 9"), "upstream_error"),
+        ("resp-failed", ("response.failed", "The model crashed", "event 7"), "upstream_error"),
         ("resp-error-flat", ("error event", "Slow down", "rate_limit_exceeded"), "upstream_error"),
         ("resp-error-nested", ("error event", "Overloaded", "overloaded"), "upstream_error"),
         ("resp-no-terminal", ("without a terminal event", "after 11 events"), "truncated"),
