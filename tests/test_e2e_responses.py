@@ -234,3 +234,11 @@ def test_responses_without_v1(shim: Mitmdump, fault: FaultUpstream) -> None:
     r = httpx.post(f"{shim.url('stream')}/responses", json={"model": "resp-sse", "input": "hi"}, timeout=30)
     assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"] == TEXT
     assert fault.last().path == "/responses" and fault.last().json()["stream"] is True
+
+
+def test_keepalive_json_client(shim: Mitmdump) -> None:
+    r = post(shim, "keepalive", "resp-sse", stream=False)
+    assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"] == TEXT
+    failed = post(shim, "keepalive", "resp-failed", stream=False)
+    assert failed.status_code == 200  # committed before the answer is known (README "Limits")
+    assert "The model crashed" in failed.json()["error"]["message"]
