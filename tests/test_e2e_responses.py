@@ -242,3 +242,11 @@ def test_keepalive_json_client(shim: Mitmdump) -> None:
     failed = post(shim, "keepalive", "resp-failed", stream=False)
     assert failed.status_code == 200  # committed before the answer is known (README "Limits")
     assert "The model crashed" in failed.json()["error"]["message"]
+
+
+def test_an_upstream_that_ignores_the_flag_is_repaired(shim: Mitmdump) -> None:
+    # as-requested: a JSON client answered with a stream, a stream client answered with JSON
+    j = sdk(shim, "asis").responses.create(model="resp-sse", input="hi")
+    assert j.output_text == TEXT
+    with sdk(shim, "asis").responses.stream(model="resp-json", input="hi") as s:
+        assert s.get_final_response().output_text == TEXT

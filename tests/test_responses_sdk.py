@@ -349,3 +349,20 @@ def test_the_sdk_and_streamshim_agree_on_every_real_stream(rec: Any) -> None:
     ours = aggregate(rec.body, "responses")
     assert_same_answer(read.final, ours)
     assert check_stream(rec.body, "responses").findings == []
+
+
+@pytest.mark.skipif(not STREAMS, reason=SKIP_REASON)
+def test_every_real_stream_aggregates_to_its_own_terminal_response() -> None:
+    """The 39 streamed corpus interactions (OpenAI, Azure: text, tools, multi-tool, reasoning
+    summaries, structured output, web search): the body is exactly the terminal event's response,
+    with no field differing. (Facts of the corpus the body keeps as the terminal says them:
+    ``service_tier`` differs between ``response.created`` and the terminal event, the terminal's
+    wins; the non-stream bodies' ``billing`` is in no stream event, so no aggregated body has it.)"""
+    require_corpus()
+    for rec in STREAMS:
+        events = events_of(rec.body)
+        assert events[-1][0] in ("response.completed", "response.incomplete"), rec.name
+        assert aggregate(rec.body) == events[-1][1]["response"], rec.name
+        assert all("billing" not in p.get("response", {}) for _, p in events)
+    assert len(STREAMS) == 39
+    assert sum("billing" in json.loads(r.body) for r in JSON_BODIES) > 0
