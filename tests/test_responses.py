@@ -17,7 +17,7 @@ from streamshim.check import check_stream
 from streamshim.dialects.base import Asked
 from streamshim.errors import BadResponse, TruncatedStream, UpstreamErrorEvent
 from streamshim.meaning import compare, meaning
-from streamshim.passthrough import Passthrough
+from streamshim.passthrough import judge
 
 R = dialects.get("responses")
 TEXT = "Hello, world!"
@@ -369,36 +369,31 @@ def test_the_error_envelope() -> None:
 # -- the live watch ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("split", [1, 7, 100000])
-def test_the_watch_knows_the_end_and_the_errors(split: int) -> None:
-    def watch(body: bytes) -> Passthrough:
-        pt = Passthrough(R)
-        out = b"".join(pt.feed(body[i : i + split]) for i in range(0, len(body), split)) + pt.close()
-        assert out == body
-        pt.settle(lambda: body)
-        return pt
-
-    ok = watch(body_of("resp-sse"))
-    assert ok.complete() and ok.done
-    incomplete = watch(body_of("resp-incomplete"))
+def test_the_watch_knows_the_end_and_the_errors() -> None:
+    ok = judge(body_of("resp-sse"), R)
+    assert ok.complete() and ok.done and ok.summary() == "ended with response.completed/incomplete"
+    incomplete = judge(body_of("resp-incomplete"), R)
     assert incomplete.complete() and incomplete.done
-    for scenario in ("resp-failed", "resp-error-flat", "resp-error-nested"):
-        pt = watch(body_of(scenario))
-        assert not pt.complete() and pt.errors, scenario
-    cut = watch(body_of("resp-no-terminal"))
-    assert not cut.complete() and cut.verdict is not None and cut.verdict.kind == "truncated"
+    failed = judge(body_of("resp-failed"), R)
+    assert not failed.complete() and failed.errors[0].startswith(
+        "upstream error at event 7: event: response.failed"
+    )
+    for scenario in ("resp-error-flat", "resp-error-nested"):
+        found = judge(body_of(scenario), R)
+        assert not found.complete() and found.errors[0].startswith("upstream error at event 7: event: error")
+    cut = judge(body_of("resp-no-terminal"), R)
+    assert not cut.complete() and cut.cut is not None and cut.cut.kind == "truncated"
+    untyped = judge(body_of("resp-no-terminal") + b"event: error\ndata: boom\n\n", R)
+    assert not untyped.complete() and untyped.cut is not None and untyped.cut.kind == "upstream_error"
 
 
 def test_a_text_that_talks_about_sse_is_not_an_error() -> None:
     answer = responses_json()
     answer["output"][0]["content"][0]["text"] = (
-        'event: error\ndata: {"type":"error"} and event: response.failed'
+        'event: error\ndata: {"type":"error"} and "type": "response.failed"'
     )
-    pt = Passthrough(R)
-    body = synthesize(answer, "responses")
-    pt.feed(body)
-    pt.settle(lambda: body)
-    assert pt.complete(), pt.errors
+    verdict = judge(synthesize(answer, "responses"), R)
+    assert verdict.complete() and verdict.done, verdict.summary()
 
 
 # -- the request ------------------------------------------------------------------------------

@@ -847,8 +847,9 @@ class Responses(Dialect):
     title = "OpenAI Responses"
     path_suffixes = ("/responses",)  # so not …/responses/{id}, …/input_tokens, …/compact
     terminal_name = "response.completed/incomplete"
-    # terminal: matched in the stream's last event; errors: anywhere (text that says "event: error"
-    # is inside a JSON string: never at the start of a line, never an unescaped "type" value)
+    # terminal: matched in the stream's last event; errors: anywhere. Both are the payload's
+    # "type": text that mentions them is inside a JSON string, where its quotes are escaped (an
+    # error event without a JSON type is still caught: the stream is then aggregated, which fails)
     watch = Watch(
         terminal=(
             b'"type":"response.completed"',
@@ -857,10 +858,6 @@ class Responses(Dialect):
             b'"type": "response.incomplete"',
         ),
         errors=(
-            b"\nevent: error",
-            b"\nevent:error",
-            b"\nevent: response.failed",
-            b"\nevent:response.failed",
             b'"type":"error"',
             b'"type":"response.failed"',
             b'"type": "error"',
