@@ -111,8 +111,108 @@ def text_completions(draw: st.DrawFn) -> dict[str, Any]:
     return resp
 
 
+_ident = st.text("abcdef0123456789", min_size=1, max_size=8)
+
+
+@st.composite
+def _output_text(draw: st.DrawFn) -> dict[str, Any]:
+    part: dict[str, Any] = {"type": "output_text", "annotations": [], "logprobs": [], "text": draw(_text)}
+    if draw(st.booleans()):
+        part["annotations"] = [
+            {
+                "type": "url_citation",
+                "start_index": 0,
+                "end_index": 1,
+                "title": draw(_text),
+                "url": "https://x.test",
+            }
+        ]
+    return part
+
+
+@st.composite
+def _response_item(draw: st.DrawFn, index: int) -> dict[str, Any]:
+    kind = draw(
+        st.sampled_from(["message", "function_call", "reasoning", "web_search_call", "custom_tool_call"])
+    )
+    item_id = f"{kind[:2]}_{index}_{draw(_ident)}"
+    if kind == "message":
+        parts = draw(st.lists(_output_text(), min_size=1, max_size=2))
+        if draw(st.booleans()):
+            parts.append({"type": "refusal", "refusal": draw(_text)})
+        return {
+            "id": item_id,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": parts,
+        }
+    if kind == "function_call":
+        args = json.dumps(draw(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)))
+        name = draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True))
+        return {
+            "id": item_id,
+            "type": "function_call",
+            "status": "completed",
+            "arguments": args,
+            "call_id": f"call_{draw(_ident)}",
+            "name": name,
+        }
+    if kind == "reasoning":
+        item: dict[str, Any] = {
+            "id": item_id,
+            "type": "reasoning",
+            "summary": [{"type": "summary_text", "text": t} for t in draw(st.lists(_text, max_size=2))],
+        }
+        if draw(st.booleans()):
+            item["content"] = [{"type": "reasoning_text", "text": draw(_text)}]
+        if draw(st.booleans()):
+            item["encrypted_content"] = draw(_ident)
+        return item
+    if kind == "web_search_call":
+        action = {"type": "search", "query": draw(_text)}
+        return {"id": item_id, "type": "web_search_call", "status": "completed", "action": action}
+    return {
+        "id": item_id,
+        "type": "custom_tool_call",
+        "call_id": f"call_{draw(_ident)}",
+        "name": "grammar",
+        "input": draw(_text),
+    }
+
+
+@st.composite
+def responses_api(draw: st.DrawFn) -> dict[str, Any]:
+    """Responses API bodies (``object: response``): text, refusals, annotations, function calls,
+    reasoning (summary, raw text, encrypted), hosted and custom tool calls; completed or
+    incomplete."""
+    status = draw(st.sampled_from(["completed", "completed", "incomplete"]))
+    resp: dict[str, Any] = {
+        "id": f"resp_{draw(_ident)}",
+        "object": "response",
+        "created_at": draw(st.integers(1, 2**31)),
+        "status": status,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "model": draw(st.text(min_size=1, max_size=12)),
+        "output": [draw(_response_item(i)) for i in range(draw(st.integers(0, 4)))],
+    }
+    if draw(st.booleans()):
+        resp["usage"] = {
+            "input_tokens": 3,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 5,
+            "output_tokens_details": {"reasoning_tokens": 1},
+            "total_tokens": 8,
+        }
+    if draw(st.booleans()):
+        resp["completed_at"] = resp["created_at"] + 1
+    return resp
+
+
 # valid responses of each dialect, as its API's contract describes them
 RESPONSES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "chat": chat_completions(json_arguments=True),
     "completions": text_completions(),
+    "responses": responses_api(),
 }

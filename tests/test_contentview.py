@@ -259,6 +259,20 @@ def test_auto_selected_for_a_chat_stream(registered: object) -> None:
     assert text == EXPECTED
 
 
+def test_auto_selected_for_a_responses_stream(registered: object) -> None:
+    from fault_upstream import responses_events, responses_json, responses_sse
+
+    body = responses_sse(responses_events(responses_json(tools=True)))
+    name, text = auto_view(sse_flow(body, "/v1/responses"))
+    assert name == "LLM stream"
+    assert text.splitlines()[:4] == [
+        "LLM stream · responses · 11 events · status: completed",
+        "model: fault · id: resp_fault",
+        "tool calls:",
+        "  [0] get_weather (id call_1)",
+    ]
+
+
 def test_auto_selected_for_a_recorded_flow(registered: object) -> None:
     f = next(read_flows(RECORDING))
     name, text = auto_view(f)

@@ -1,6 +1,6 @@
 """The ``streamshim`` command line: the core's conversions on files or stdin.
 
-    streamshim aggregate [FILE] [--api chat|completions] [--partial]
+    streamshim aggregate [FILE] [--api chat|completions|responses|…] [--partial]
     streamshim synthesize [FILE] [--api …] [--include-usage] [--chunk-chars N]
     streamshim scrub IN OUT [--header H] [--field F] [--fixture]
     streamshim replay PATH… [--update]
@@ -18,7 +18,7 @@ import io
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
@@ -26,7 +26,7 @@ from . import DEFAULT_CHUNK_CHARS, aggregate_with_problems, dialects, synthesize
 from .check import Side, check_side
 from .dialects.base import Report
 from .errors import BadResponse, StreamError
-from .meaning import compare, meaning
+from .meaning import compare, decoded, is_stream, meaning
 
 
 def _read(path: str | None, exit_code: int = 1) -> tuple[str, bytes]:
@@ -50,43 +50,73 @@ def _print_json(obj: object) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    name, body = _read(args.file)
-    try:
-        result, problems = aggregate_with_problems(body, args.api)
-    except StreamError as exc:
-        print(f"streamshim: {name}: {exc.kind} at {exc.where()}: {exc.message}", file=sys.stderr)
-        if args.partial and exc.partial is not None:
-            _print_json(exc.partial)
-        elif exc.partial is not None:
-            print(
-                "streamshim: (use --partial to print what was aggregated before the fault)", file=sys.stderr
-            )
-        return 1
-    for problem in problems:
-        print(f"streamshim: {name}: warning: {problem}", file=sys.stderr)
-    _print_json(result)
-    return 0
+    failed = 0
+    for item in _bodies(args.file, stream=True):
+        name, body = item.name, item.side.body
+        try:
+            result, problems = aggregate_with_problems(body, args.api)
+        except StreamError as exc:
+            failed += 1
+            print(f"streamshim: {name}: {exc.kind} at {exc.where()}: {exc.message}", file=sys.stderr)
+            if args.partial and exc.partial is not None:
+                _print_json(exc.partial)
+            elif exc.partial is not None:
+                print(
+                    "streamshim: (use --partial to print what was aggregated before the fault)",
+                    file=sys.stderr,
+                )
+            continue
+        for problem in problems:
+            print(f"streamshim: {name}: warning: {problem}", file=sys.stderr)
+        _print_json(result)
+    return 1 if failed else 0
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    name, body = _read(args.file)
-    try:
-        resp = json.loads(body)
-    except ValueError as exc:
-        print(f"streamshim: {name}: not a JSON body: {exc}", file=sys.stderr)
-        return 1
-    dialect = dialects.resolve(args.api, payload=resp)
-    if dialect is not None and dialect.error_of(resp) is not None:
-        print(f"streamshim: {name}: the body is an error response, not an answer", file=sys.stderr)
-        return 1
-    try:
-        out = synthesize(resp, dialect, usage=args.include_usage, chunk_chars=args.chunk_chars)
-    except BadResponse as exc:
-        print(f"streamshim: {name}: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.buffer.write(out)
-    sys.stdout.buffer.flush()
-    return 0
+    failed = 0
+    for item in _bodies(args.file, stream=False):
+        name, body = item.name, item.side.body
+        try:
+            resp = json.loads(body)
+        except ValueError as exc:
+            print(f"streamshim: {name}: not a JSON body: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        dialect = dialects.resolve(args.api, payload=resp)
+        if dialect is not None and dialect.error_of(resp) is not None:
+            print(f"streamshim: {name}: the body is an error response, not an answer", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            out = synthesize(resp, dialect, usage=args.include_usage, chunk_chars=args.chunk_chars)
+        except BadResponse as exc:
+            print(f"streamshim: {name}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+    return 1 if failed else 0
+
+
+def _bodies(path: str | None, stream: bool) -> list[_Input]:
+    """The bodies to convert: a body file is one; in a flow file, each flow's upstream response
+    that is a stream (``stream``) or a JSON body (not ``stream``), its content-encoding undone."""
+    items = _inputs(path, ("upstream",), exit_code=1)
+    if len(items) == 1 and items[0].side.name == "file":
+        return items
+    out = []
+    for item in items:
+        side = item.side
+        try:
+            body = decoded(side.headers, side.body)
+        except ValueError as exc:
+            print(f"streamshim: {item.name}: {exc} (skipped)", file=sys.stderr)
+            continue
+        if 200 <= side.status < 300 and is_stream(side.headers, body) == stream:
+            out.append(_Input(item.name, replace(side, body=body)))
+    if not out:
+        _exit(f"{path}: no {'stream' if stream else 'JSON answer'} in the flow file", 1)
+    return out
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
@@ -152,19 +182,17 @@ class _Input:
     side: Side
 
 
-def _inputs(path: str, sides: Sequence[str]) -> list[_Input]:
+def _inputs(path: str | None, sides: Sequence[str], exit_code: int = 2) -> list[_Input]:
     """A body file is one input; a flow file gives the chosen sides of each of its flows."""
     from .mitm.recording import flow_sides, read_flows
 
-    name, data = _read(path, exit_code=2)
+    name, data = _read(path, exit_code)
     if not _looks_like_flows(data):
         return [_Input(name, Side("file", b"", 200, [], data))]
     try:
         flows = read_flows(io.BytesIO(data))  # the bytes already read (also from stdin)
     except (OSError, ValueError) as exc:
-        raise SystemExit(
-            f"streamshim: {path}: neither an SSE/JSON body nor a readable flow file: {exc}"
-        ) from None
+        _exit(f"{path}: neither an SSE/JSON body nor a readable flow file: {exc}", exit_code)
     out = []
     for i, f in enumerate(flows):
         got = flow_sides(f)
@@ -276,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     api_help = f"API dialect ({', '.join(dialects.names())}); default: detected from the payload"
 
     agg = sub.add_parser("aggregate", help="SSE body → the aggregated non-stream JSON")
-    agg.add_argument("file", nargs="?", help="SSE body (default: stdin)")
+    agg.add_argument(
+        "file", nargs="?", help="SSE body, or a flow file (each upstream stream in it) (default: stdin)"
+    )
     agg.add_argument("--api", choices=dialects.names(), help=api_help)
     agg.add_argument(
         "--partial", action="store_true", help="on error, still print what was aggregated so far"
@@ -284,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     agg.set_defaults(func=cmd_aggregate)
 
     syn = sub.add_parser("synthesize", help="non-stream JSON body → SSE")
-    syn.add_argument("file", nargs="?", help="JSON body (default: stdin)")
+    syn.add_argument(
+        "file", nargs="?", help="JSON body, or a flow file (each upstream JSON answer in it) (default: stdin)"
+    )
     syn.add_argument("--api", choices=dialects.names(), help=api_help)
     syn.add_argument("--include-usage", action="store_true", help="end with a usage chunk (choices: [])")
     syn.add_argument(
