@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from llama_cpp_server import CHATML_TOOLS_TEMPLATE, LlamaCppServer, start_llama_cpp_server
-from streamshim.sse import Event, SSEDecoder
+from streamshim.framing import Event
+from streamshim.framing.sse import SSEDecoder
 
 pytestmark = [pytest.mark.slow]
 
