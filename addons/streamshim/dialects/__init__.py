@@ -20,10 +20,10 @@ import json
 from typing import Any
 
 from ..framing import FRAMINGS, sniff
-from . import chat, completions
+from . import anthropic, chat, completions
 from .base import Dialect
 
-DIALECTS: tuple[Dialect, ...] = (chat.DIALECT, completions.DIALECT)
+DIALECTS: tuple[Dialect, ...] = (chat.DIALECT, completions.DIALECT, anthropic.DIALECT)
 BY_NAME: dict[str, Dialect] = {d.name: d for d in DIALECTS}
 DEFAULT = chat.DIALECT
 SNIFF_BYTES = 65536  # how much of a stream ``detect_body`` decodes to find a telling event
