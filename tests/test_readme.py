@@ -36,7 +36,22 @@ def test_the_start_command_uses_the_shipped_rules() -> None:
 
 
 def test_every_check_code_is_documented_with_its_severity() -> None:
+    """One code table per dialect (or per dialects sharing one set of codes), right under a
+    paragraph that names them in backticks (`` `chat` ``, `` `anthropic` ``); every dialect has one."""
+    from streamshim import dialects
     from streamshim.check import codes
 
-    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (error|warning) \|", README, flags=re.M))
-    assert rows == {code: severity for code, (severity, _) in codes("chat").items()}
+    tables = re.findall(
+        r"((?:^[^|\n][^\n]*\n)+)\n\| code \| severity \| meaning \|\n\|---\|---\|---\|\n((?:\|[^\n]*\n)+)",
+        README,
+        flags=re.M,
+    )
+    covered = set()
+    for paragraph, body in tables:
+        rows = dict(re.findall(r"^\| `([a-z-]+)` \| (error|warning) \|", body, flags=re.M))
+        named = [n for n in re.findall(r"`([a-z]+)`", paragraph) if n in dialects.BY_NAME]
+        assert named, f"no dialect named above the table: {paragraph!r}"
+        for name in named:
+            assert rows == {code: severity for code, (severity, _) in codes(name).items()}, name
+        covered.update(named)
+    assert covered == set(dialects.names())
