@@ -5,7 +5,9 @@ anthropic SDK (sync and async; ``create``, ``create(stream=True)``, ``messages.s
 At temperature 0 the server's stream and non-stream answers carry the same message, so what a
 client gets through each rule must equal what a direct call of its own kind gets. Tool calls come
 from ``chatml_tools.jinja`` with the assistant turn pre-filled with the template's ``<tool_call>``
-opener (llama.cpp's grammar then forces the call). Each prompt is sent once before it is compared:
+opener (llama.cpp's grammar then forces the call); thinking from ``chatml_think.jinja``, whose
+assistant turn opens a ``<think>`` block (llama.cpp sends its thinking with an empty signature).
+Each prompt is sent once before it is compared:
 llama-server's prompt cache moves tokens from ``input_tokens`` to ``cache_read_input_tokens`` on
 the second identical prompt, and usage is compared exactly."""
 
@@ -29,12 +31,13 @@ from streamshim.check import check_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[1]
+SERVERS = ("text", "tool", "thinking")  # one llama-server each (thinking and tools: their templates)
 
 RULES = (
     "rules:\n"
     + "".join(
         f"  - name: anthropic-{mode}-{server}\n    listen_port: {{{server}_{mode}}}\n    upstream: {mode}\n"
-        for server in ("text", "tool")
+        for server in SERVERS
         for mode in ("stream", "json")
     )
     + "  - name: anthropic-as-requested\n    upstream: as-requested\n"
@@ -52,6 +55,11 @@ CASES: dict[str, dict[str, Any]] = {
         "max_tokens": 32,
         "stop_sequences": ["!"],
     },
+    "thinking": {
+        "messages": [{"role": "user", "content": "Say hi"}],
+        "max_tokens": 48,
+        "thinking": {"type": "enabled", "budget_tokens": 32},
+    },
     "tool": {
         "messages": [
             {"role": "user", "content": "Weather in Paris?"},
@@ -64,30 +72,29 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
+TEMPLATES = {"tool": CHATML_TOOLS_TEMPLATE, "thinking": Path(__file__).with_name("chatml_think.jinja")}
+
+
 def server_of(case: str) -> str:
-    return "tool" if case == "tool" else "text"
+    return case if case in SERVERS else "text"
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LlamaCppServer]]:
-    text = start_llama_cpp_server(tmp_path_factory.mktemp("llama-server"))
+    started: dict[str, LlamaCppServer] = {}
     try:
-        tool = start_llama_cpp_server(
-            tmp_path_factory.mktemp("llama-server-tools"), chat_template_file=CHATML_TOOLS_TEMPLATE
-        )
-    except BaseException:
-        text.stop()
-        raise
-    yield {"text": text, "tool": tool}
-    tool.stop()
-    text.stop()
+        for name in SERVERS:
+            workdir = tmp_path_factory.mktemp(f"llama-server-{name}")
+            started[name] = start_llama_cpp_server(workdir, chat_template_file=TEMPLATES.get(name))
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
 
 
 @pytest.fixture(scope="module")
 def proxy(servers: dict[str, LlamaCppServer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
-    listeners = {
-        f"{s}_{mode}": servers[s].url for s in ("text", "tool") for mode in ("stream", "json", "asis")
-    }
+    listeners = {f"{s}_{mode}": servers[s].url for s in SERVERS for mode in ("stream", "json", "asis")}
     m = Mitmdump(tmp_path_factory.mktemp("mitm-anthropic-llama"), listeners, RULES).start()
     yield m
     m.stop()
@@ -203,7 +210,9 @@ def test_llama_servers_own_streams_conform_and_aggregate_to_its_json(
         body = {k: v for k, v in request(case).items() if k != "extra_body"} | {"temperature": 0}
         stream = httpx.post(url, json={**body, "stream": True}, timeout=120).content
         plain = httpx.post(url, json={**body, "stream": False}, timeout=120).json()
-        assert check_stream(stream, "anthropic").findings == [], case
+        findings = [f.code for f in check_stream(stream, "anthropic").findings]
+        # llama.cpp's thinking block ends with signature_delta "": a warning, the SDK takes it
+        assert findings == (["thinking-no-signature"] if case == "thinking" else []), case
         out = aggregate(stream)
         same_message(without_sdk_fields(out, plain), plain)
 
@@ -231,6 +240,25 @@ def test_diff_of_the_two_flows_says_same(
             assert out.returncode == 0 and out.stdout.startswith("same"), out.stdout + out.stderr
         check = cli("check", *files)
         assert check.returncode == 0 and check.stdout.count("conforms") == 2, check.stdout
+    # thinking: the same, and check warns of the empty signature in both streams (exit 0)
+    via(proxy, "thinking", "stream").messages.create(
+        **request("thinking"), metadata={"user_id": "diff-a-think"}
+    )
+    with via(proxy, "thinking", "json").messages.stream(
+        **request("thinking"), metadata={"user_id": "diff-b-think"}
+    ) as s:
+        assert s.get_final_message().content[0].type == "thinking"
+    files = []
+    for tag in ("diff-a-think", "diff-b-think"):
+        path = tmp_path / f"{tag}.flow"
+        with path.open("wb") as fh:
+            io.FlowWriter(fh).add(proxy.flow_with(tag.encode(), timeout=30))
+        files.append(str(path))
+    assert cli("diff", *files).stdout.startswith("same")
+    check = cli("check", *files)
+    assert check.returncode == 0 and check.stdout.count("1 warning (thinking-no-signature)") == 2, (
+        check.stdout
+    )
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
