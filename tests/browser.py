@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from helpers import chunk, delta, sse
 from mitmproxy import version
-from proxy import ADDON, ROOT, LoggedProcess, free_ports
+from proxy import ADDON, READY, ROOT, LoggedProcess, free_ports
 
 MITMWEB = Path(sys.executable).with_name("mitmweb")
 CHROMIUM = Path(os.environ.get("STREAMSHIM_CHROMIUM", "/usr/bin/chromium"))
@@ -142,6 +142,7 @@ class Mitmweb(LoggedProcess):
     def __init__(self, workdir: Path, upstream: str, rfile: Path | None = None) -> None:
         super().__init__(workdir)
         self.proxy_port, self.web_port = free_ports(2)
+        self.ready_path = workdir / "mitmweb.ready"
         self.token = secrets.token_hex(16) if HAS_WEB_AUTH else ""
         self.args = [
             str(MITMWEB),
@@ -158,6 +159,10 @@ class Mitmweb(LoggedProcess):
             f"reverse:{upstream}@{self.proxy_port}",
             "--set",
             "connection_strategy=lazy",
+            "-s",
+            str(READY),
+            "--set",
+            f"ready_file={self.ready_path}",
         ]
         if self.token:
             self.args += ["--set", f"web_password={self.token}"]
@@ -165,7 +170,8 @@ class Mitmweb(LoggedProcess):
             self.args += ["--rfile", str(rfile)]
 
     def start(self) -> Mitmweb:
-        self.launch(self.args, (self.proxy_port, self.web_port))
+        self.ready_path.unlink(missing_ok=True)
+        self.launch(self.args, (self.proxy_port, self.web_port), self.ready_path)
         return self
 
     @property

@@ -7,10 +7,10 @@
 # The binary lands in $STREAMSHIM_LLAMA_SERVER (a directory; default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/streamshim/llama-server-0.3.36/) as `llama-server`, statically
 # linked against llama/ggml, so it survives the removal of the build tree. When it is already there
-# (and runs) nothing is done. A build downloads the sdist with pip (~77 MB), compiles for ~9
+# (and runs) nothing is done. A build downloads the sdist with pip (~77 MB), compiles for ~12
 # CPU-minutes (CPU backend only, no -march=native, no curl/openssl, no web UI) and removes its
-# sources and objects again. Needs python3 (with venv), a C/C++ compiler and cmake >= 3.18; when
-# ninja or cmake are missing they are pip-installed into a throwaway venv next to the build.
+# sources and objects again. Needs python3 (with venv) and a C/C++ compiler; when ninja or a
+# cmake >= 3.18 is missing it is pip-installed into a throwaway venv next to the build.
 set -euo pipefail
 
 version=0.3.36
@@ -32,14 +32,17 @@ say "building llama-server (llama-cpp-python $version sdist) in $work"
 python=${PYTHON:-python3}
 "$python" -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip -q --disable-pip-version-check)
-"${pip[@]}" download --no-deps --no-binary :all: "llama-cpp-python==$version" -d "$work/sdist" >&2
+# only llama-cpp-python as source: pip prepares its metadata in an isolated env, and with
+# --no-binary :all: it would compile that env's build requirements (ninja, cmake) from source too
+"${pip[@]}" download --no-deps --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$work/sdist" >&2
 tar -xzf "$work"/sdist/llama_cpp_python-"$version".tar.gz -C "$work"
 src=$work/llama_cpp_python-$version/vendor/llama.cpp
 [ -f "$src/CMakeLists.txt" ] || { say "no vendor/llama.cpp in the sdist"; exit 1; }
 
 cmake_ok() {
-    command -v cmake >/dev/null 2>&1 &&
-        cmake -P /dev/stdin <<<'cmake_minimum_required(VERSION 3.18)' >/dev/null 2>&1
+    local v
+    v=$(cmake --version 2>/dev/null | sed -n 's/^cmake version \([0-9][0-9.]*\).*/\1/p')
+    [ -n "$v" ] && [ "$(printf '%s\n' 3.18 "$v" | sort -V | head -n 1)" = 3.18 ]
 }
 if ! cmake_ok; then
     say "no cmake >= 3.18 on PATH: pip-installing cmake into the build venv"
@@ -48,6 +51,7 @@ if ! cmake_ok; then
 fi
 generator=(-G Ninja)
 if ! command -v ninja >/dev/null 2>&1; then
+    say "no ninja on PATH: pip-installing ninja into the build venv"
     if "${pip[@]}" install ninja >&2; then
         export PATH="$work/venv/bin:$PATH"
     else

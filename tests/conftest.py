@@ -30,6 +30,10 @@ rules:
     listen_port: {promote}
     upstream: as-requested
     promote_tool_calls: true
+  - name: repair
+    listen_port: {repair}
+    upstream: as-requested
+    repair: true
   - name: as-requested
     listen_port: {asis}
     upstream: as-requested
@@ -45,7 +49,7 @@ def fault() -> Iterator[FaultUpstream]:
 
 @pytest.fixture(scope="session")
 def shim(fault: FaultUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
-    labels = ("stream", "json", "keepalive", "promote", "asis", "norule")
+    labels = ("stream", "json", "keepalive", "promote", "repair", "asis", "norule")
     rules = FAULT_RULES
     proc = Mitmdump(tmp_path_factory.mktemp("mitm"), {label: fault.url for label in labels}, rules).start()
     yield proc

@@ -229,6 +229,13 @@ class FaultUpstream:
                 encode_data(chat_chunks()[:3], done=False)
                 + b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n',
             )
+        if name == "error-then-done":  # an error payload mid-stream, then more, then [DONE] (vLLM)
+            return await self._sse(
+                w,
+                encode_data(chat_chunks()[:2], done=False)
+                + b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n'
+                + encode_data(chat_chunks()[2:3]),
+            )
         if name == "event-error":
             return await self._sse(
                 w, encode_data(chat_chunks()[:2], done=False) + b'event: error\ndata: {"message": "boom"}\n\n'

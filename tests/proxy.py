@@ -15,6 +15,7 @@ from mitmproxy import http, io
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addons" / "streamshim.py"
 FLUSH_SAVES = Path(__file__).with_name("flush_saves.py")
+READY = Path(__file__).with_name("ready.py")
 MITMDUMP = Path(sys.executable).with_name("mitmdump")
 
 
@@ -55,13 +56,19 @@ class LoggedProcess:
         self.log_path = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def launch(self, args: list[str], ports: Iterable[int]) -> None:
-        """Start ``args`` and wait until every port listens (``RuntimeError`` with the log if not)."""
+    def launch(self, args: list[str], ports: Iterable[int], ready_file: Path | None = None) -> None:
+        """Start ``args`` and wait until every port listens and, if given, ``ready_file`` exists
+        (``RuntimeError`` with the log if not)."""
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
         try:
             for port in ports:
                 wait_port("127.0.0.1", port, timeout=30)
+            deadline = time.monotonic() + 30
+            while ready_file is not None and not ready_file.exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise TimeoutError
+                time.sleep(0.02)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"{self.name} did not start:\n{self.log()}") from None
@@ -81,13 +88,17 @@ class Mitmdump(LoggedProcess):
 
     name = "mitmdump"
 
-    def __init__(self, workdir: Path, listeners: dict[str, str], rules: str, *extra: str) -> None:
+    def __init__(
+        self, workdir: Path, listeners: dict[str, str], rules: str, *extra: str, save: bool = True
+    ) -> None:
         super().__init__(workdir)
         self.ports = dict(zip(listeners, free_ports(len(listeners)), strict=True))
         self.listeners = listeners
         self.rules_path = workdir / "rules.yaml"
         self.rules_path.write_text(rules.format(**self.ports))
         self.flows_path = workdir / "flows.mitm"
+        self.save = save  # -w flows.mitm
+        self.ready_path = workdir / "mitmdump.ready"
         self.extra = extra
 
     def url(self, label: str) -> str:
@@ -100,17 +111,21 @@ class Mitmdump(LoggedProcess):
             str(ADDON),
             "-s",
             str(FLUSH_SAVES),
+            "-s",
+            str(READY),
+            "--set",
+            f"ready_file={self.ready_path}",
             "--listen-host",
             "127.0.0.1",
-            "-w",
-            str(self.flows_path),
+            *(["-w", str(self.flows_path)] if self.save else []),
             "--set",
             f"streamshim_rules={self.rules_path}",
             *self.extra,
         ]
         for label, upstream in self.listeners.items():
             args += ["--mode", f"reverse:{upstream}@{self.ports[label]}"]
-        self.launch(args, self.ports.values())
+        self.ready_path.unlink(missing_ok=True)
+        self.launch(args, self.ports.values(), self.ready_path)
         return self
 
     def flows(self) -> list[http.HTTPFlow]:

@@ -335,6 +335,7 @@ def test_flows_carry_comment_mark_and_both_sides(fault: FaultUpstream, tmp_path:
             "json": fault.url,
             "keepalive": fault.url,
             "promote": fault.url,
+            "repair": fault.url,
         },
         FAULT_RULES,
     ).start()
@@ -467,3 +468,73 @@ def test_huge_client_body_is_rewritten_and_answered(shim: Mitmdump, fault: Fault
     assert r.status_code == 200 and sse_text(r.content) == TEXT
     sent = fault.last().json()
     assert sent["stream"] is False and sent["messages"][0]["content"] == text
+
+
+def test_plain_mitmdump_judges_passthrough_streams_after_the_end_was_sent(
+    fault: FaultUpstream, tmp_path: Path
+) -> None:
+    """Without -w, mitmweb or --flow-detail 3 nothing reads a streamed flow in its hook: it is
+    judged once mitmproxy has sent the client the end of the stream. Cut and failed streams are
+    still said, in the log (warning) as in the flow."""
+    rules = "rules:\n  - name: as-requested\n    upstream: as-requested\n"
+    m = Mitmdump(tmp_path, {"asis": fault.url}, rules, save=False).start()
+    try:
+        assert post(m, "asis", "sse", stream=True).content == encode_data(chat_chunks())
+        assert b"model overloaded" in post(m, "asis", "error-then-done", stream=True).content
+        post(m, "asis", "no-terminator", stream=True)
+        with pytest.raises(httpx.HTTPError):
+            post(m, "asis", "disconnect:2", stream=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and m.log().count("SSE passthrough") < 4:
+            time.sleep(0.05)
+    finally:
+        m.stop()
+    lines = [line for line in m.log().splitlines() if "SSE passthrough" in line]
+    assert len(lines) == 4, m.log()
+    assert "ended with [DONE]" in lines[0]
+    assert "upstream error at event 3" in lines[1] and "model overloaded" in lines[1]
+    assert "ended without [DONE]: truncated" in lines[2]
+    assert "broken:" in lines[3]
+
+
+# -- repair: a stream client gets a stream its client library reads right ----------------------------
+
+
+def test_repair_gives_the_sdk_stream_helper_the_right_tool_call(shim: Mitmdump) -> None:
+    msgs = [{"role": "user", "content": "weather?"}]
+    with client(shim, "asis").chat.completions.stream(model="sse-tools", messages=msgs) as s:
+        raw = s.get_final_completion().choices[0].message.tool_calls[0]
+    assert raw.function.name.startswith("get_weatherget_weather")  # the server repeats it
+    with client(shim, "repair").chat.completions.stream(
+        model="sse-tools", messages=msgs, user="repair-tools"
+    ) as s:
+        fixed = s.get_final_completion().choices[0].message.tool_calls[0]
+    assert (fixed.id, fixed.function.name) == ("call_1", "get_weather")
+    assert json.loads(fixed.function.arguments) == json.loads("".join(TOOL_ARGS))
+    flow = shim.flow_with(b"repair-tools")
+    assert "repaired: tool-call-repeated-id ×" in flow.comment and "tool-call-repeated-name ×" in flow.comment
+    # the upstream's own bytes are kept beside what the client got: check tells the two apart
+    assert b'"name":"get_weather"' in flow.metadata["streamshim"]["upstream_response"]
+
+
+def test_repair_ends_a_cut_stream_with_an_error_the_sdk_raises(shim: Mitmdump) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    quiet = list(
+        client(shim, "asis").chat.completions.create(model="no-terminator", messages=msgs, stream=True)
+    )
+    assert quiet  # without repair the stream just ends: it looks complete to the SDK
+    with pytest.raises(openai.APIError, match="without finish_reason"):
+        list(
+            client(shim, "repair").chat.completions.create(model="no-terminator", messages=msgs, stream=True)
+        )
+
+
+def test_repair_keeps_a_conformant_stream_byte_for_byte_and_live(shim: Mitmdump) -> None:
+    assert post(shim, "repair", "sse", stream=True).content == encode_data(chat_chunks())
+    arrivals = []
+    with open_stream(shim, "repair", "sse-paced") as r:
+        for _ in r.iter_raw():
+            arrivals.append(time.monotonic())
+    # 8 events 50 ms apart: each leaves as it arrives, the first long before the last
+    assert len(arrivals) >= 4, "the body arrived in one piece: the repair buffered it"
+    assert arrivals[-1] - arrivals[0] > 0.2

@@ -9,6 +9,7 @@ tests show both, and that streamshim handles them."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ rules:
   - name: llama-json
     listen_port: {json}
     upstream: json
+  - name: llama-repair
+    listen_port: {repair}
+    upstream: as-requested
+    repair: true
   - name: llama-as-requested
     upstream: as-requested
 """
@@ -76,7 +81,9 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
 @pytest.fixture(scope="module")
 def proxy(llama: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
     m = Mitmdump(
-        tmp_path_factory.mktemp("mitm-llama"), {k: llama.url for k in ("stream", "json", "asis")}, RULES
+        tmp_path_factory.mktemp("mitm-llama"),
+        {k: llama.url for k in ("stream", "json", "repair", "asis")},
+        RULES,
     )
     m.start()
     yield m
@@ -283,3 +290,35 @@ def test_check_and_diff_show_stream_equals_non_stream(llama: LlamaServer, tmp_pa
     # the proxy ran the same check when the flow ended
     logged = [line for line in m.log().splitlines() if "check upstream:" in line]
     assert len(logged) == 1 and header.split(", ", 1)[1] in logged[0], logged
+
+
+def test_repair_gives_the_sdk_helper_the_servers_tool_call_once(
+    llama: LlamaServer, proxy: Mitmdump, tmp_path: Path
+) -> None:
+    """llama-cpp-python repeats the tool call's id, type and name (and the role) in every delta;
+    through ``repair: true`` the openai SDK's own stream helper gets the name and the server's
+    id once, and ``check`` finds nothing left on the client's side while the upstream's still
+    shows what the server sent."""
+    kw = {**BASE, **CASES["tool"], "user": "repair-tool"}
+    with client(llama.url).chat.completions.stream(**kw) as s:
+        direct = s.get_final_completion().choices[0].message.tool_calls[0]
+    with client(proxy.url("repair")).chat.completions.stream(**kw) as s:
+        fixed = s.get_final_completion().choices[0].message.tool_calls[0]
+    assert direct.function.name.startswith("get_weatherget_weather")
+    assert fixed.function.name == "get_weather"
+    assert json.loads(fixed.function.arguments) == json.loads(direct.function.arguments)
+
+    flow = proxy.flow_with(b"repair-tool")
+    upstream = flow.metadata["streamshim"]["upstream_response"]
+    deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in upstream.split(b"\n\n") if e[6:7] == b"{"]
+    server_id = next(d["tool_calls"][0]["id"] for d in deltas if d.get("tool_calls"))
+    assert fixed.id == server_id and upstream.count(server_id.encode()) > 1  # sent in every delta
+    path = tmp_path / "repair.flow"
+    write_flows(path, [flow])
+    out = run_cli("check", str(path)).stdout.decode()
+    upstream, client_side = (line for line in out.splitlines() if " stream, " in line)
+    assert "upstream: chat stream" in upstream and "tool-call-repeated-id" in upstream
+    assert "client: chat stream" in client_side
+    assert "0 errors" in client_side or "conforms" in client_side, client_side
+    for code in ("role-repeated", "tool-call-repeated-id", "tool-call-repeated-name"):
+        assert code not in client_side

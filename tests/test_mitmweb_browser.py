@@ -10,6 +10,7 @@ view chosen automatically and the assembled message; a screenshot is taken too.
 from __future__ import annotations
 
 import html
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ RECORDED_ID = "efbbc14d-0fbb-41fa-980e-da53bfb4a083"  # the flow's id in the rec
 
 @pytest.fixture(scope="module")
 def chromium() -> Chromium:
+    if os.environ.get("STREAMSHIM_NO_CHROMIUM"):
+        pytest.skip("STREAMSHIM_NO_CHROMIUM is set: the browser tests do not run")
     if not Chromium.available():
         pytest.skip(
             f"chromium is not installed ({CHROMIUM}): apt-get install -y chromium "

@@ -30,7 +30,7 @@ def test_the_test_command_is_what_ci_runs() -> None:
 
 
 def test_the_start_command_uses_the_shipped_rules() -> None:
-    start = next(line for line in CODE.splitlines() if line.startswith("python3 -m venv .venv"))
+    start = next(line for line in CODE.splitlines() if '"$py" -m venv .venv' in line)
     assert "pip install -e ." in start and "-s addons/streamshim.py" in start
     assert "streamshim_rules" not in start  # the default is the shipped rules.yaml
 
@@ -55,3 +55,21 @@ def test_every_check_code_is_documented_with_its_severity() -> None:
             assert rows == {code: severity for code, (severity, _) in codes(name).items()}, name
         covered.update(named)
     assert covered == set(dialects.names())
+
+
+def listen_ports(line: str) -> set[int]:
+    """The ports a documented mitmdump/mitmweb command listens on (mitmweb's UI: 8081 unless set)."""
+    ports = {int(p) for p in re.findall(r"@(\d+)\b", line)} | {int(p) for p in re.findall(r" -p (\d+)", line)}
+    if re.search(r"(^|/)mitmweb\s", line):
+        web = re.search(r"--web-port (\d+)", line)
+        ports.add(int(web.group(1)) if web else 8081)
+    return ports
+
+
+def test_mitmweb_runs_beside_the_other_documented_proxies() -> None:
+    # the start command, the forward proxy and the llama-server recipe may all be running
+    (web,) = commands("mitmweb")
+    others = set().union(*(listen_ports(line) for line in commands("mitmdump")))
+    upstreams = {int(p) for p in re.findall(r"localhost:(\d+)", CODE)}
+    assert {8001, 8002, 8080, 8081} <= others and 8000 in upstreams
+    assert listen_ports(web) and not listen_ports(web) & (others | upstreams), listen_ports(web)

@@ -20,6 +20,8 @@ def test_shipped_rules_cover_the_three_use_cases() -> None:
     assert by_name["llama-server-tools"].upstream == "json"
     assert by_name["stream-only-upstream"].keepalive is True
     assert rs.rules[-1].host == "*" and rs.rules[-1].upstream == "as-requested"
+    # stream clients of the catch-all get repaired streams; the BFCL streaming port stays byte-exact
+    assert rs.rules[-1].repair is True and by_name["vllm-streaming-path"].repair is False
     # the BFCL path port streams, the direct port 8002 falls through to the catch-all
     assert rs.match("localhost", 8000, "/v1/chat/completions", 8001).name == "vllm-streaming-path"
     assert rs.match("localhost", 8000, "/v1/chat/completions", 8002).name == "catch-all"

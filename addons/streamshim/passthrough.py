@@ -1,167 +1,149 @@
-"""Live passthrough of a stream, sans-IO: forward bytes as they arrive while watching the stream.
+"""Passthrough of a stream, sans-IO: what happens to its bytes on the way, and what it was.
 
-``Passthrough.feed(data)`` returns the bytes to forward now. Without filtering they are the input
-bytes, unchanged and undelayed. With ``drop_usage`` (streamshim asked the upstream for a usage
-record the client did not ask for) whole events are forwarded as soon as their end arrives, and
-the dialect takes its injected usage out of them (``Dialect.strip_injected_usage``: an event left
-with nothing else is dropped, one that carries more is forwarded without the usage).
+Two parts, so that the bytes of a stream that needs no rewriting are touched by nothing:
 
-The watch never parses on the hot path: it counts event ends, looks for the dialect's terminal
-record at the end of each chunk and for its error markers (``Dialect.watch``); only a suspected
-error is looked at closer. When a stream did not end with its terminal record, ``settle``
-aggregates what was forwarded, once, to tell a complete answer from a cut one.
+- ``EventFilter``: for a stream that must be rewritten on the way (streamshim asked the upstream
+  for a usage record the client did not ask for, or the rule asks for ``repair``). It re-frames
+  the bytes into whole events and forwards each as soon as its end arrives: the original bytes
+  when the event needs no change, the dialect's ``Repairer``'s rewrite otherwise.
+- ``judge(body)``: what a passthrough stream was, from its whole body, once, after its last byte
+  has left (the mitmproxy layer calls it from the ``response``/``error`` hooks, off the client's
+  path): how many events, whether it ended with the dialect's terminal record (looked for in the
+  last event), the error records in it (``Dialect.watch``), and, only when it did not end that
+  way, the dialect's own aggregation of it to tell a complete answer from a cut one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from .dialects.base import Asked, Dialect, loads
+from .dialects.base import Asked, Dialect, Repairer
 from .errors import StreamError
-from .framing import encode_json
+
+__all__ = ["EventFilter", "Judgement", "ended_with_terminal", "error_records", "judge"]
 
 
-class Passthrough:
-    """Forward a stream as it arrives, watching it at byte level."""
+class EventFilter:
+    """Forward a stream event by event through the dialect's ``Repairer``: each event leaves as
+    soon as its end arrives, as its original bytes unless the repairer rewrites it."""
 
-    _TAIL = 32  # bytes kept from the previous chunk, so a marker split across chunks is seen
-    _END = 64  # bytes at the end of a chunk where the terminal record is looked for
-
-    def __init__(self, dialect: Dialect, drop_usage: bool = False, asked: Asked | None = None) -> None:
-        self.dialect = dialect
-        self.asked = asked
-        self.drop_usage = drop_usage
-        self.events = 0
-        self.done = False  # the terminal record arrived
-        self.errors: list[str] = []
-        self.usage_removed = 0  # events whose injected usage was taken out (dropped or rewritten)
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.verdict: StreamError | None = None  # ``settle``'s finding for a stream without terminal
-        self._tail = b""
+    def __init__(self, dialect: Dialect, repairer: Repairer) -> None:
+        self.repairer = repairer
         self._held = b""
-        watch = dialect.watch
-        self._terminal = watch.terminal
-        self._error_markers = watch.errors
-        self._not_errors = watch.not_errors
-        # one scan per chunk finds every error marker when they share a word ("error")
-        self._error_hint = b"error" if all(b"error" in m for m in watch.errors) else None
-        self._ends = dialect.framing.event_ends
-        self._event_end = re.compile(b"|".join(re.escape(e) for e in _all_ends(self._ends)))
+        ends = dialect.framing.event_ends
+        self._event_end = re.compile(b"|".join(re.escape(e) for e in _all_ends(ends)))
+        # without CRs in the buffer, the one LF-only event end splits it (faster than the regex)
+        self._split = ends[0] if b"\r" not in ends[0] else None
 
     def feed(self, data: bytes) -> bytes:
-        self.bytes_in += len(data)
-        self._watch(data)
-        if not self.drop_usage:
-            self.bytes_out += len(data)
-            return data
-        buf = self._held + data
+        """The bytes to forward now: every event whose end has arrived."""
+        buf = self._held + data if self._held else data
+        event = self.repairer.event
+        if self._split is not None and b"\r" not in buf:  # the common framing: one kind of event end
+            parts = buf.split(self._split)
+            self._held = parts.pop()
+            return b"".join([event(p + self._split) for p in parts])
         end = 0
         out = []
         for m in self._event_end.finditer(buf):
-            out.append(self._without_usage(buf[end : m.end()]))
+            out.append(event(buf[end : m.end()]))
             end = m.end()
         self._held = buf[end:]
-        result = b"".join(out)
-        self.bytes_out += len(result)
-        return result
+        return b"".join(out)
 
-    def close(self) -> bytes:
-        """End of the upstream body: whatever was held back."""
+    def close(self, clean: bool = True) -> bytes:
+        """End of the upstream body (``clean``: it ended normally): what was held back, and what
+        the repairer appends."""
         held, self._held = self._held, b""
-        if held:
-            held = self._without_usage(held)
-        self.bytes_out += len(held)
-        return held
+        return (self.repairer.event(held) if held else b"") + self.repairer.end(clean)
 
-    def _without_usage(self, block: bytes) -> bytes:
-        if b'"usage"' not in block:
-            return block
-        dec = self.dialect.framing.decoder()
-        events = dec.feed(block) + dec.close()
-        if len(events) != 1:
-            return block
-        try:
-            obj = loads(events[0].data)
-        except ValueError:
-            return block
-        if not isinstance(obj, dict):
-            return block
-        rest = self.dialect.strip_injected_usage(obj)
-        if rest is None:
-            return block
-        self.usage_removed += 1
-        if not rest:
-            return b""
-        ev = events[0]
-        ev.data = encode_json(rest)
-        return self.dialect.framing.encode([ev])
 
-    def _watch(self, data: bytes) -> None:
-        # Per chunk, one scan per event-end marker and one for the error markers, of the chunk
-        # itself and the small seam with the previous chunk; no copy of the chunk. The terminal
-        # record is looked for where it normally is, at the end of a chunk; ``settle`` judges a
-        # stream that did not end that way.
-        tail = self._tail
-        head = data[: self._TAIL]
-        seam = tail + head
-        first, *others = self._ends
-        self.events += data.count(first) + seam.count(first) - tail.count(first) - head.count(first)
-        if others and (b"\r" in data or b"\r" in tail):  # CR line ends: rare, counted only then
-            for end in others:
-                self.events += data.count(end) + seam.count(end) - tail.count(end) - head.count(end)
-        hint = self._error_hint
-        if hint is not None:
-            if hint in data or hint in seam:  # one scan; the markers are told apart only then
-                self._suspect(tail + data, len(tail))
-        elif any(m in data or m in seam for m in self._error_markers):
-            self._suspect(tail + data, len(tail))
-        self._tail = data[-self._TAIL :] if len(data) >= self._TAIL else (tail + data)[-self._TAIL :]
-        if not self.done:
-            end_bytes = self._tail if len(data) < self._END else data[-self._END :]
-            self.done = any(m in end_bytes or m in seam for m in self._terminal)
+@dataclass
+class Judgement:
+    """What a passthrough stream was."""
 
-    def settle(self, forwarded: Callable[[], bytes]) -> None:
-        """End of the stream: when its terminal record was not seen at a chunk's end, aggregate
-        what was forwarded (a rare path: a cut or unusual stream) to judge it."""
-        if self.done or self.errors:
-            return
-        body = forwarded()
-        self.done = any(m in body for m in self._terminal)
+    terminal_name: str
+    events: int = 0
+    done: bool = False  # it ended with the dialect's terminal record
+    errors: list[str] = field(default_factory=list)  # error records found in it
+    cut: StreamError | None = None  # its aggregation's fault, when it did not end with the terminal
+
+    def complete(self) -> bool:
+        return not self.errors and self.cut is None
+
+    def summary(self) -> str:
+        if self.errors:
+            return self.errors[0]
         if self.done:
-            return
-        agg = self.dialect.aggregator(self.asked)
+            return f"ended with {self.terminal_name}"
+        if self.cut is None:
+            return f"ended without {self.terminal_name} (the answer is complete)"
+        return f"ended without {self.terminal_name}: {self.cut.kind}: {self.cut.message}"
+
+
+def judge(body: bytes, dialect: Dialect, asked: Asked | None = None) -> Judgement:
+    """Judge a whole passthrough stream (bytes as the client got them, content-encoding undone):
+    one count of event ends, one scan for error markers, a look at the last event; the dialect's
+    aggregation only when the stream did not end with its terminal record."""
+    out = Judgement(dialect.terminal_name)
+    ends = dialect.framing.event_ends
+    out.events = body.count(ends[0])
+    if len(ends) > 1 and b"\r" in body:  # CR line ends: counted only then
+        out.events += sum(body.count(e) for e in ends[1:])
+    out.done = ended_with_terminal(body, dialect)
+    out.errors = error_records(body, dialect)
+    if not out.done and not out.errors:
+        agg = dialect.aggregator(asked)
         agg.feed(body)
         try:
             agg.finish()
         except StreamError as exc:
-            self.verdict = exc
+            out.cut = exc
+    return out
 
-    def _suspect(self, window: bytes, fresh_from: int) -> None:
-        for marker in self._error_markers:
-            pos = window.find(marker, max(0, fresh_from - len(marker) + 1))
-            if pos < 0:
-                continue
-            after = window[pos + len(marker) : pos + len(marker) + 6].replace(b" ", b"")
-            if after.startswith(self._not_errors):
-                continue
-            snippet = window[pos : pos + 200].split(b"\n\n", 1)[0].decode("utf-8", "replace")
-            self.errors.append(f"upstream error near event {self.events}: {snippet}")
-            return
 
-    def complete(self) -> bool:
-        return not self.errors and self.verdict is None
+def ended_with_terminal(body: bytes, dialect: Dialect) -> bool:
+    """Whether the stream's last event is the dialect's terminal record. Only the last event is
+    read: the search runs back from the end of the body."""
+    ends = dialect.framing.event_ends
+    end = len(body)
+    while end and body[end - 1] in b"\r\n":
+        end -= 1
+    start = body.rfind(ends[0], 0, end)
+    last = body[start + len(ends[0]) if start >= 0 else 0 : end]
+    for other in ends[1:]:  # CR line ends: only looked for inside that last event
+        cut = last.rfind(other)
+        if cut >= 0:
+            last = last[cut + len(other) :]
+    return any(m in last for m in dialect.watch.terminal)
 
-    def summary(self) -> str:
-        terminal = self.dialect.terminal_name
-        if self.errors:
-            return self.errors[0]
-        if self.done:
-            return f"ended with {terminal}"
-        if self.verdict is None:
-            return f"ended without {terminal} (the answer is complete)"
-        return f"ended without {terminal}: {self.verdict.kind}: {self.verdict.message}"
+
+def error_records(body: bytes, dialect: Dialect) -> list[str]:
+    """The first error record in the stream (by the dialect's markers), as one line."""
+    watch = dialect.watch
+    # one scan rules them all out when they share a word (OpenAI's all say "error")
+    if all(b"error" in m for m in watch.errors) and b"error" not in body:
+        return []
+    first: tuple[int, str] | None = None
+    for marker in watch.errors:
+        pos = body.find(marker)
+        while pos >= 0 and (first is None or pos < first[0]):
+            after = body[pos + len(marker) : pos + len(marker) + 8].replace(b" ", b"")
+            if not after.startswith(watch.not_errors):
+                first = (pos, _describe(body, pos, dialect))
+                break
+            pos = body.find(marker, pos + 1)
+    return [first[1]] if first else []
+
+
+def _describe(body: bytes, pos: int, dialect: Dialect) -> str:
+    ends = dialect.framing.event_ends
+    starts = [body.rfind(e, 0, pos) for e in ends]
+    event_start = max((p + len(e) for p, e in zip(starts, ends, strict=True) if p >= 0), default=0)
+    number = body.count(ends[0], 0, pos) + 1
+    text = body[event_start : event_start + 200].split(ends[0], 1)[0].decode("utf-8", "replace")
+    return f"upstream error at event {number}: {text.strip()}"
 
 
 def _all_ends(ends: tuple[bytes, ...]) -> list[bytes]:

@@ -37,6 +37,7 @@ class Settings:
     keepalive: bool = False
     promote_tool_calls: bool = False
     fill_usage: str = "estimate"
+    repair: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -63,6 +64,7 @@ class Rule:
     keepalive: bool = False
     promote_tool_calls: bool = False
     fill_usage: str = "estimate"
+    repair: bool = False
     line: int = 0  # where the rule starts in its file, for messages
 
     def settings(self) -> Settings:
@@ -109,6 +111,7 @@ _FIELDS: dict[str, str] = {
     "keepalive": "true/false",
     "promote_tool_calls": "true/false",
     "fill_usage": "estimate, zeros or false",
+    "repair": "true/false",
 }
 
 
@@ -217,7 +220,7 @@ def _check(key: str, value: Any, where: str, i: int) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise bad()
         return value
-    if not isinstance(value, bool):  # keepalive, promote_tool_calls
+    if not isinstance(value, bool):  # keepalive, promote_tool_calls, repair
         raise bad()
     return value
 

@@ -17,6 +17,7 @@ state; a response whose payload is plainly another dialect's is noted on the flo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ..framing import FRAMINGS, sniff
@@ -56,24 +57,24 @@ def get(name: str | Dialect) -> Dialect:
         raise ValueError(f"unknown API {name!r}; known: {', '.join(BY_NAME)}") from None
 
 
-def for_path(path: str) -> Dialect | None:
-    """The dialect whose endpoint a request path is (query ignored), or None."""
-    best, score = None, 0
+def _surest(score: Callable[[Dialect], int]) -> Dialect | None:
+    """The dialect with the highest score above 0 (the first registered, on a tie)."""
+    best, top = None, 0
     for d in DIALECTS:
-        s = d.path_match(path)
-        if s > score:
-            best, score = d, s
+        s = score(d)
+        if s > top:
+            best, top = d, s
     return best
+
+
+def for_path(path: str) -> Dialect | None:
+    """The dialect whose endpoint a request path is (query ignored; the longest suffix), or None."""
+    return _surest(lambda d: d.path_match(path))
 
 
 def detect(payload: Any) -> Dialect | None:
     """The dialect of a JSON response body or one event's payload, from its own shape."""
-    best, score = None, 0
-    for d in DIALECTS:
-        s = d.detect(payload)
-        if s > score:
-            best, score = d, s
-    return best
+    return _surest(lambda d: d.detect(payload))
 
 
 def detect_body(body: bytes) -> Dialect | None:

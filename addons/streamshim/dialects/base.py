@@ -160,15 +160,48 @@ class Dialect(ABC):
         """The response's usage record, ``None`` when it has none."""
         return None
 
-    def strip_injected_usage(self, payload: dict[str, Any]) -> dict[str, Any] | None:
-        """For a streaming client that did not ask for usage: ``payload`` without the usage
-        streamshim asked for (``{}`` to drop the event), or ``None`` to leave it as it is."""
+    def repairer(self, asked: Asked, *, strip_usage: bool, repair: bool) -> Repairer | None:
+        """What rewrites this dialect's stream on its way to a stream client, event by event:
+        ``strip_usage`` takes out the usage record streamshim asked for and the client did not;
+        ``repair`` (rule key) mends what breaks the contract where the right value is known from
+        the stream itself. ``None``: nothing to rewrite (the stream passes untouched)."""
         return None
 
     def promote_tool_calls(self, response: dict[str, Any]) -> int:
         """Rule ``promote_tool_calls``: move tool calls of a later choice into the first one.
         Returns the index they came from, 0 when nothing moved (or the API has no choices)."""
         return 0
+
+
+class Repairer(ABC):
+    """Rewrites one stream, event by event, for a stream client. ``event`` gets each event's
+    bytes as they arrived and returns what to forward: the same bytes when nothing needs
+    changing (a conformant stream passes byte for byte), the rewritten event, or ``b""`` to drop
+    it. ``end(clean)`` at the end of the upstream body returns what to append (``clean``: the
+    body ended normally; a stream cut short by the connection gets nothing, it cannot be
+    sent). ``counts`` says what was repaired, per kind, for the flow's account."""
+
+    def __init__(self, framing_: Framing) -> None:
+        self.framing = framing_
+        self.counts: dict[str, int] = {}
+
+    def note(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
+    def decode(self, block: bytes) -> Event | None:
+        """The one event in ``block`` (None when it holds none or several)."""
+        dec = self.framing.decoder()
+        events = dec.feed(block) + dec.close()
+        return events[0] if len(events) == 1 else None
+
+    def encode(self, ev: Event, payload: Any) -> bytes:
+        return self.framing.encode([Event(data=encode_json(payload), event=ev.event, id=ev.id)])
+
+    @abstractmethod
+    def event(self, block: bytes) -> bytes: ...
+
+    @abstractmethod
+    def end(self, clean: bool) -> bytes: ...
 
 
 # -- what a response means ------------------------------------------------------------------------

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BadResponse
-from ..framing import Event, encode_json
-from .base import DEFAULT_CHUNK_CHARS, Asked, Output, ToolCall, split_text
+from ..framing import encode_json
+from .base import Output, ToolCall, split_text
 from .openai import (
     ChoicesAggregator,
     OpenAIDialect,
-    chunk_events,
     merge_logprobs,
     pieces_with_tokens,
 )
@@ -473,15 +472,9 @@ class Chat(OpenAIDialect):
     def is_choice(self, choice: dict[str, Any]) -> bool:
         return "delta" in choice or "message" in choice
 
-    def aggregator(self, asked: Asked | None = None) -> Aggregator:
-        return Aggregator(self, asked)
-
-    def synthesize(
-        self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
-    ) -> Iterator[Event]:
-        check_response(response)
-        chunks = self.stream_chunks(response, lambda c: _choice_chunks(c, chunk_chars), usage)
-        return chunk_events(chunks)
+    aggregator_class = Aggregator
+    check_response = staticmethod(check_response)
+    choice_chunks = staticmethod(_choice_chunks)
 
     def choice_output(self, choice: dict[str, Any]) -> Output:
         m = choice.get("message")

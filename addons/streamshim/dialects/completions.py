@@ -9,12 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BadResponse
-from ..framing import Event
-from .base import DEFAULT_CHUNK_CHARS, Asked, Output
+from .base import Output
 from .openai import (
     ChoicesAggregator,
     OpenAIDialect,
-    chunk_events,
     merge_logprobs,
     pieces_with_tokens,
 )
@@ -143,15 +141,9 @@ class Completions(OpenAIDialect):
     def is_choice(self, choice: dict[str, Any]) -> bool:
         return "text" in choice and "delta" not in choice and "message" not in choice
 
-    def aggregator(self, asked: Asked | None = None) -> Aggregator:
-        return Aggregator(self, asked)
-
-    def synthesize(
-        self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
-    ) -> Iterator[Event]:
-        check_response(response)
-        chunks = self.stream_chunks(response, lambda c: _choice_chunks(c, chunk_chars), usage)
-        return chunk_events(chunks)
+    aggregator_class = Aggregator
+    check_response = staticmethod(check_response)
+    choice_chunks = staticmethod(_choice_chunks)
 
     def choice_output(self, choice: dict[str, Any]) -> Output:
         return Output(0, [("text", "text", choice.get("text"))], finish=choice.get("finish_reason"))

@@ -18,6 +18,7 @@ from ..errors import TruncatedStream
 from ..framing import Event, encode_json
 from .base import (
     CHARS_PER_TOKEN,
+    DEFAULT_CHUNK_CHARS,
     FRAMING_CODES,
     Aggregator,
     Asked,
@@ -25,6 +26,7 @@ from .base import (
     Dialect,
     Meaning,
     Output,
+    Repairer,
     Severity,
     Watch,
     clip,
@@ -192,13 +194,10 @@ class OpenAIDialect(Dialect):
         }
         return how
 
-    def strip_injected_usage(self, payload: dict[str, Any]) -> dict[str, Any] | None:
-        """The ``choices: []`` chunk ``include_usage`` adds at the end, without its usage (kept
-        when it carries more: llama-server moves its ``timings`` onto it)."""
-        if payload.get("choices") != [] or payload.get("usage") is None:
+    def repairer(self, asked: Asked, *, strip_usage: bool, repair: bool) -> Repairer | None:
+        if not (strip_usage or repair):
             return None
-        rest = {k: v for k, v in payload.items() if k != "usage"}
-        return {} if rest.keys() <= CHUNK_FRAME else rest
+        return ChunkRepairer(self, asked, strip_usage=strip_usage, repair=repair)
 
     # -- conformance and meaning ------------------------------------------------------------
     def checker(self, *, usage_asked: bool | None = None, n: int | None = None) -> Checker:
@@ -224,7 +223,29 @@ class OpenAIDialect(Dialect):
     def choice_output(self, choice: dict[str, Any]) -> Output:
         """What one choice of a non-stream body means."""
 
-    # -- synthesis --------------------------------------------------------------------------
+    # -- conversions ------------------------------------------------------------------------
+    aggregator_class: ClassVar[type[ChoicesAggregator]]
+
+    def aggregator(self, asked: Asked | None = None) -> ChoicesAggregator:
+        return self.aggregator_class(self, asked)
+
+    def synthesize(
+        self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
+    ) -> Iterator[Event]:
+        self.check_response(response)
+        chunks = self.stream_chunks(response, lambda c: self.choice_chunks(c, chunk_chars), usage)
+        return chunk_events(chunks)
+
+    @staticmethod
+    @abstractmethod
+    def check_response(response: Any) -> list[dict[str, Any]]:
+        """The choices of a non-stream body, or ``BadResponse`` naming what is missing."""
+
+    @staticmethod
+    @abstractmethod
+    def choice_chunks(choice: dict[str, Any], chunk_chars: int) -> Iterator[dict[str, Any]]:
+        """The choice objects (``delta``s or text pieces) that stream one choice."""
+
     def stream_chunks(
         self,
         resp: dict[str, Any],
@@ -668,3 +689,186 @@ class ChunkChecker(Checker):
             )
         if not st.calls and st.finish == "tool_calls":
             self.add("finish-tool-calls-without-calls", st.finish_event, f"choice {index}: no tool call")
+
+
+# -- repair ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ChoiceRepair:
+    role_seen: bool = False
+    finished: bool = False
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # index -> id, type, name seen
+    by_id: dict[str, int] = field(default_factory=dict)
+    fc_name: bool = False  # the legacy function_call's name was sent
+
+
+class ChunkRepairer(Repairer):
+    """For a stream client: takes out the usage chunk streamshim asked for (its ``usage`` only,
+    when the chunk carries more: llama-server moves its ``timings`` onto it) and, with
+    ``repair``, mends what the openai SDK's accumulator gets wrong, from the stream itself:
+
+    - ``role-repeated``: a role after a choice's first delta is dropped;
+    - ``tool-call-repeated-id`` / ``-type`` / ``-name``: a tool call's id, type and function name
+      after its first delta are dropped (llama-cpp-python repeats them in every delta), and a
+      legacy ``function_call`` name after the first;
+    - ``tool-call-no-index``: a tool-call delta without index gets the index its id implies (a
+      new id: the next index; no id: the choice's last call);
+    - ``finish-not-tool-calls``: ``finish_reason: "stop"`` on a choice that made tool calls
+      becomes ``"tool_calls"`` (loops that run tools on ``finish_reason == "tool_calls"`` would
+      otherwise drop the calls; no client reads ``stop`` there as anything else);
+    - ``no-terminator``: a clean end with every choice finished but no ``[DONE]`` gets
+      ``data: [DONE]``;
+    - ``truncated``: a clean end with a choice unfinished (or one of the ``n`` asked missing) and
+      no ``[DONE]`` gets an error event, ``data: {"error": …}``, which the openai SDK raises on,
+      instead of a quiet end that looks complete.
+    """
+
+    def __init__(self, dialect: OpenAIDialect, asked: Asked, *, strip_usage: bool, repair: bool) -> None:
+        super().__init__(dialect.framing)
+        self.dialect = dialect
+        self.chat = dialect.name == "chat"
+        self.n = asked.n
+        self.strip_usage = strip_usage
+        self.repair = repair
+        self.choices: dict[int, _ChoiceRepair] = {}
+        self.done = False
+        self.errored = False
+
+    # an event holding none of these words has nothing to repair and changes no state, when it
+    # is about a choice already known (content pieces: the bulk of a stream)
+    _TRIGGERS = (b'"role"', b'"tool_calls"', b'"function_call"', b'"usage"', b'"error"', b"[DONE]", b"event:")
+
+    def event(self, block: bytes) -> bytes:
+        if self.done or self._plain(block):
+            return block
+        ev = self.decode(block)
+        if ev is None:
+            return block
+        if ev.event == "error":
+            self.errored = True
+            return block
+        if ev.data == DONE:
+            self.done = True
+            return block
+        obj = try_json(ev.data)
+        if not isinstance(obj, dict):
+            return block
+        if obj.get("error"):
+            self.errored = True
+            return block
+        changed = False
+        if self.strip_usage and obj.get("choices") == [] and obj.get("usage") is not None:
+            del obj["usage"]
+            self.note("usage-injected")
+            if obj.keys() <= CHUNK_FRAME:
+                return b""
+            changed = True
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    changed |= self._choice(choice)
+        return self.encode(ev, obj) if changed else block
+
+    def _plain(self, block: bytes) -> bool:
+        """A content piece of choice 0, already known, that finishes nothing: no parse needed."""
+        if 0 not in self.choices or block.count(b'"index"') != 1:
+            return False
+        if b'"index":0' not in block and b'"index": 0' not in block:
+            return False
+        if b'"finish_reason":"' in block or b'"finish_reason": "' in block:
+            return False
+        return not any(t in block for t in self._TRIGGERS)
+
+    def _choice(self, choice: dict[str, Any]) -> bool:
+        st = self.choices.setdefault(choice_index(choice), _ChoiceRepair())
+        changed = False
+        delta = choice.get("delta")
+        if self.repair and isinstance(delta, dict):
+            if delta.get("role"):
+                if st.role_seen:
+                    del delta["role"]
+                    self.note("role-repeated")
+                    changed = True
+                st.role_seen = True
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list):
+                for call in calls:
+                    if isinstance(call, dict):
+                        changed |= self._tool_call(st, call)
+            fc = delta.get("function_call")
+            if isinstance(fc, dict) and fc.get("name"):
+                if st.fc_name:
+                    del fc["name"]
+                    self.note("function-call-repeated-name")
+                    changed = True
+                st.fc_name = True
+        finish = choice.get("finish_reason")
+        if finish is not None:
+            st.finished = True
+            if self.repair and finish == "stop" and st.calls:
+                choice["finish_reason"] = "tool_calls"
+                self.note("finish-not-tool-calls")
+                changed = True
+        return changed
+
+    def _tool_call(self, st: _ChoiceRepair, call: dict[str, Any]) -> bool:
+        changed = False
+        index = call.get("index")
+        cid = call.get("id")
+        if not isinstance(index, int) or isinstance(index, bool):
+            if isinstance(cid, str) and cid in st.by_id:
+                index = st.by_id[cid]
+            elif cid or not st.calls:
+                index = max(st.calls, default=-1) + 1
+            else:
+                index = max(st.calls)
+            call["index"] = index
+            self.note("tool-call-no-index")
+            changed = True
+        seen = st.calls.get(index)
+        if seen is None:
+            fn = call.get("function")
+            st.calls[index] = {
+                "id": cid,
+                "type": call.get("type"),
+                "name": fn.get("name") if isinstance(fn, dict) else None,
+            }
+            if isinstance(cid, str):
+                st.by_id[cid] = index
+            return changed
+        for key in ("id", "type"):
+            if call.get(key) is not None and seen[key] is not None and call[key] == seen[key]:
+                del call[key]
+                self.note(f"tool-call-repeated-{key}")
+                changed = True
+            elif call.get(key) is not None and seen[key] is None:
+                seen[key] = call[key]
+        fn = call.get("function")
+        if isinstance(fn, dict) and fn.get("name") is not None:
+            if seen["name"] is not None and fn["name"] == seen["name"]:
+                del fn["name"]
+                self.note("tool-call-repeated-name")
+                changed = True
+            elif seen["name"] is None:
+                seen["name"] = fn["name"]
+        return changed
+
+    def end(self, clean: bool) -> bytes:
+        if not clean or self.done or self.errored:
+            return b""
+        unfinished = [i for i, st in sorted(self.choices.items()) if not st.finished]
+        missing = [i for i in range(self.n or 0) if i not in self.choices]
+        if not self.choices or unfinished or missing:
+            self.note("truncated")
+            what = (
+                "no completion chunk"
+                if not self.choices
+                else f"choice(s) {', '.join(map(str, unfinished + missing))} without finish_reason"
+            )
+            message = f"upstream stream ended without [DONE], {what}: it was cut short"
+            body = self.dialect.error_body(message, "truncated")
+            return self.framing.encode([Event(data=encode_json(body))])
+        self.note("no-terminator")
+        return DONE_BYTES

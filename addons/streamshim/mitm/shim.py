@@ -25,13 +25,15 @@ import json
 import logging
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
+from mitmproxy.tools.dump import DumpMaster
 
 from .. import dialects, synthesize
 from ..dialects.base import Aggregator, Dialect
 from ..errors import BadResponse, StreamError
 from ..framing import sniff
 from ..framing.encoding import decode_body
+from ..passthrough import EventFilter, judge
 from ..rules import Rule, RuleSet
 from .flowtools import (
     comment,
@@ -58,6 +60,18 @@ class Shim:
         # flow.id -> the live stream callable, so that a flow that ends in `error` (client or
         # upstream gone mid-stream) is still recorded; removed on either end
         self.live: dict[str, LiveStream] = {}
+        # whether something reads a streamed flow right after its response hook, so it must be
+        # judged (and its body kept) in the hook: set from the options in `configure`
+        self.judge_in_hook = True
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        self.judge_in_hook = (
+            not isinstance(ctx.master, DumpMaster)  # mitmweb, the console: flows are looked at
+            or bool(getattr(opts, "save_stream_file", None))  # -w
+            or getattr(opts, "flow_detail", 1) >= 3  # mitmdump prints bodies
+            or getattr(opts, "streamshim_check", "auto") == "on"
+        )
 
     # -- request ----------------------------------------------------------------------------
     def request(self, flow: http.HTTPFlow) -> None:
@@ -154,16 +168,17 @@ class Shim:
         self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, drop_usage: bool, record: bool = True
     ) -> None:
         state.streamed = True
-        stream = LiveStream(flow, state, dialect, drop_usage, on_end=lambda f: self.live.pop(f.id, None))
+        stream = LiveStream(flow, state, dialect, strip_usage=drop_usage)
         if not record:  # a flow of no dialect: its account is the comment, no state is kept
             stream.state.save = lambda f: None  # type: ignore[method-assign]
         self.live[flow.id] = stream
         response_of(flow).stream = stream
 
     def response(self, flow: http.HTTPFlow) -> None:
-        # a live stream's callable has removed its entry by now; a flow loaded from a file (-r)
-        # has a callable that never ran
-        self.live.pop(flow.id, None)
+        stream = self.live.pop(flow.id, None)
+        if stream is not None and stream.at_end:
+            stream.finish(None, now=self.judge_in_hook)  # every byte but the end of it has left
+            return
         state = FlowState.of(flow)
         if state is None or flow.response is None:
             return
@@ -173,7 +188,7 @@ class Shim:
         msg = flow.error.msg if flow.error else "unknown error"
         stream = self.live.pop(flow.id, None)
         if stream is not None:
-            stream.finish(msg)
+            stream.finish(msg, now=self.judge_in_hook)
             return
         state = FlowState.of(flow)
         if state is not None:
@@ -193,7 +208,7 @@ class Shim:
             self._decide(flow, live=False)
             state = FlowState.of(flow) or state
         if callable(resp.stream):
-            return  # streamed: the callable finished the flow
+            return  # streamed: a flow loaded from a file (-r) with a callable that never ran
         if resp.stream:
             comment(
                 flow,
@@ -332,20 +347,24 @@ class Shim:
         self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, content: bytes
     ) -> None:
         """A stream for a stream client that arrived whole (server replay, or mislabelled)."""
-        from ..passthrough import Passthrough
-
         resp = response_of(flow)
-        pt = Passthrough(dialect, drop_usage=state.injected_usage, asked=state.asked())
-        out = pt.feed(content) + pt.close()
-        pt.settle(lambda: out)
+        repairer = dialect.repairer(
+            state.asked(), strip_usage=state.injected_usage, repair=state.settings.repair
+        )
+        out = content
+        if repairer is not None:
+            pt = EventFilter(dialect, repairer)
+            out = pt.feed(content) + pt.close()
+        verdict = judge(out, dialect, state.asked())
         if out != resp.raw_content:
             state.upstream_response = resp.raw_content
             set_body(resp, out, dialect.framing.media_type, stream_headers=True, http1=is_http1(flow))
         comment(
             flow,
             state,
-            f"SSE passthrough (buffered): {pt.events} events{usage_note(state, pt)}; {pt.summary()}",
-            problem=not pt.complete(),
+            f"SSE passthrough (buffered): {verdict.events} events{usage_note(state, repairer)}; "
+            f"{verdict.summary()}",
+            problem=not verdict.complete(),
         )
 
     def _fail_other(self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, content: bytes) -> None:

@@ -1,25 +1,28 @@
 """The stream callables (``flow.response.stream``) of the mitmproxy layer, as objects: mitmproxy
 calls one with each chunk of the upstream's body as it arrives, then with ``b""``; it returns
 what to send the client now (``[]``, never ``b""``, mid-stream). ``finish(error)`` ends it: from
-its own last call, or from the ``error`` hook when the client or the upstream went away.
+the ``response`` hook once the last byte has left, or from the ``error`` hook when the client or
+the upstream went away.
 
-- ``LiveStream``: passthrough, live (``passthrough.Passthrough``): the upstream's bytes, watched,
-  optionally with the injected usage taken out and the content-encoding undone.
+- ``LiveStream``: passthrough, live: the upstream's bytes as they are, or event by event
+  (``passthrough.EventFilter``) with the injected usage taken out and the content-encoding
+  undone; judged (``passthrough.judge``) once it has ended.
 - ``KeepaliveAggregate``: a JSON client of a streamed upstream with ``keepalive``: a space per
   upstream chunk while aggregating, the JSON (or an error body) at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from mitmproxy import http
 
-from ..dialects.base import Aggregator, Dialect
+from ..dialects.base import Aggregator, Dialect, Repairer
 from ..errors import StreamError
 from ..framing.encoding import StreamDecoder
-from ..passthrough import Passthrough
+from ..passthrough import EventFilter, judge
 from .flowtools import comment, json_bytes
 from .state import FlowState
 
@@ -27,86 +30,119 @@ StreamCallable = Callable[[bytes], bytes | Iterable[bytes]]
 
 
 class LiveStream:
-    def __init__(
-        self,
-        flow: http.HTTPFlow,
-        state: FlowState,
-        dialect: Dialect,
-        drop_usage: bool,
-        on_end: Callable[[http.HTTPFlow], None],
-    ) -> None:
+    """A stream for a stream client, live. With nothing to rewrite (no injected usage to take
+    out, no repair asked, no content-encoding to undo) each chunk is kept and handed on as it is,
+    and nothing else happens on the client's path; otherwise the body is decoded and, when the
+    dialect has a ``Repairer`` for it, forwarded event by event through it. What the stream was
+    is judged once, in ``finish``, after its last byte has left."""
+
+    def __init__(self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, strip_usage: bool) -> None:
         resp = flow.response
         assert resp is not None
-        self.flow, self.state, self.resp = flow, state, resp
-        self.on_end = on_end
+        self.flow, self.state, self.resp, self.dialect = flow, state, resp, dialect
         encoding = resp.headers.get("content-encoding", "").strip()
         self.decode: StreamDecoder | None = None
+        repair = state.settings.repair
         if encoding:
             try:
                 self.decode = StreamDecoder(encoding)
                 del resp.headers["content-encoding"]  # the client gets the decoded stream
-            except ValueError:  # unknown encoding: forward as is, without filtering
-                drop_usage = False
-        self.pt = Passthrough(dialect, drop_usage=drop_usage, asked=state.asked())
+            except ValueError:  # unknown encoding: forward as is, without rewriting
+                strip_usage = repair = False
+        self.repairer = dialect.repairer(state.asked(), strip_usage=strip_usage, repair=repair)
+        self.filter = EventFilter(dialect, self.repairer) if self.repairer is not None else None
         self.keep: list[bytes] = []  # what arrived (a list: no re-copying while the stream grows)
-        self.sent: list[bytes] = [] if (drop_usage or self.decode) else self.keep
+        rewritten = self.filter is not None or self.decode is not None
+        self.sent: list[bytes] = [] if rewritten else self.keep
+        self.decode_errors: list[str] = []
+        self.at_end = False  # mitmproxy called it with the end of the body (b"")
         self.ended = False
 
     def __call__(self, data: bytes) -> bytes | Iterable[bytes]:
-        pt = self.pt
+        if self.sent is self.keep:  # nothing to rewrite: the bytes go on as they came
+            if data:
+                self.keep.append(data)
+                return data
+            self.at_end = True
+            return []
         if data:
             self.keep.append(data)
             try:
-                plain = self.decode.feed(data) if self.decode else data
+                out = self.decode.feed(data) if self.decode else data
             except ValueError as exc:  # corrupt compression mid-stream
-                pt.errors.append(f"cannot decode body: {exc}")
+                self.decode_errors.append(f"cannot decode body: {exc}")
                 return []
-            out = pt.feed(plain)
-            if self.sent is not self.keep and out:
+            if self.filter is not None:
+                out = self.filter.feed(out)
+            if out:
                 self.sent.append(out)
             return out if out else []
         tail = b""
+        clean = True
         if self.decode is not None:
             try:
-                tail = pt.feed(self.decode.close())
+                tail = self.decode.close()
             except ValueError as exc:
-                pt.errors.append(f"cannot decode body: {exc}")
-        tail += pt.close()
-        if self.sent is not self.keep and tail:
+                self.decode_errors.append(f"cannot decode body: {exc}")
+                clean = False
+        if self.filter is not None:
+            tail = self.filter.feed(tail) + self.filter.close(clean=clean and not self.decode_errors)
+        if tail:
             self.sent.append(tail)
-        self.finish(None)
+        self.at_end = True
         return tail if tail else []
 
-    def finish(self, error: str | None) -> None:
+    def finish(self, error: str | None, now: bool = True) -> None:
+        """The flow ended (``response`` hook) or failed (``error``): judge it and say so. ``now``:
+        in the hook, because something reads the flow right after it (a ``-w`` file, mitmweb,
+        ``--flow-detail 3``, the in-proxy check); otherwise once mitmproxy has sent the client
+        the end of the stream (the ``response`` hook comes before it), off the client's path."""
         if self.ended:
             return
         self.ended = True
-        pt, state, flow = self.pt, self.state, self.flow
-        pt.settle(lambda: b"".join(self.sent))
+        if now:
+            self._judge(error)
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._judge, error)
+        except RuntimeError:  # no event loop: not in a proxy (``streamshim replay``)
+            self._judge(error)
+
+    def _judge(self, error: str | None) -> None:
+        state, flow = self.state, self.flow
+        sent = b"".join(self.sent)
         if self.sent is not self.keep:
             state.upstream_response = b"".join(self.keep)
         if self.resp.raw_content is None:
-            self.resp.content = b"".join(self.sent)  # visible in mitmweb and -w files on mitmproxy 11 too
-        text = f"SSE passthrough: {pt.events} events, {pt.bytes_in} B in, {pt.bytes_out} B out"
-        text += usage_note(state, pt) + "; "
+            self.resp.content = sent  # visible in mitmweb and -w files on mitmproxy 11 too
+        verdict = judge(sent, self.dialect, state.asked())
+        verdict.errors[:0] = self.decode_errors
+        received = sum(map(len, self.keep))
+        text = f"SSE passthrough: {verdict.events} events, {received} B in, {len(sent)} B out"
+        text += usage_note(state, self.repairer) + "; "
         if error is None:
-            comment(flow, state, text + pt.summary(), problem=not pt.complete())
-        elif pt.done:
-            comment(flow, state, text + f"connection closed after {pt.dialect.terminal_name} ({error})")
+            comment(flow, state, text + verdict.summary(), problem=not verdict.complete())
+        elif verdict.done:
+            comment(flow, state, text + f"connection closed after {verdict.terminal_name} ({error})")
         else:
             state.error = error
             comment(flow, state, text + f"broken: {error}", problem=True)
         state.save(flow)
-        self.on_end(flow)
 
 
-def usage_note(state: FlowState, pt: Passthrough) -> str:
-    """What became of the usage streamshim asked the upstream for, for a stream client."""
-    if pt.usage_removed:
-        return f", injected usage removed from {pt.usage_removed} chunk(s)"
-    if state.injected_usage:
-        return ", no usage arrived although streamshim asked for it"
-    return ""
+def usage_note(state: FlowState, repairer: Repairer | None) -> str:
+    """What the repairer did (the usage streamshim asked the upstream for taken out again, the
+    repairs made), for the flow's account."""
+    counts = dict(repairer.counts) if repairer is not None else {}
+    note = ""
+    removed = counts.pop("usage-injected", 0)
+    if removed:
+        note = f", injected usage removed from {removed} chunk(s)"
+    elif state.injected_usage:
+        note = ", no usage arrived although streamshim asked for it"
+    if counts:
+        note += ", repaired: " + ", ".join(f"{k} ×{n}" if n > 1 else k for k, n in counts.items())
+    return note
 
 
 class KeepaliveAggregate:

@@ -1,0 +1,209 @@
+"""Live repair of a stream for a stream client (rule key ``repair``): each event is rewritten only
+where it breaks the contract and the right value is known from the stream itself; events that
+need no repair leave as their original bytes, so a conformant stream passes byte for byte."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from corpus import recorded, require_corpus
+from helpers import chunk, delta, sse
+from streamshim import dialects
+from streamshim.check import check_stream, request_expectations
+from streamshim.dialects.base import Asked
+from streamshim.meaning import compare, meaning
+from streamshim.passthrough import EventFilter
+
+openai = pytest.importorskip("openai")
+from openai._models import construct_type  # noqa: E402
+from openai.lib.streaming.chat import ChatCompletionStreamState  # noqa: E402
+from openai.types.chat import ChatCompletionChunk  # noqa: E402
+
+CHAT = dialects.get("chat")
+STREAM = [("content-type", "text/event-stream")]
+# what a repaired stream must not show any more (truncated becomes the error event it is)
+REPAIRABLE = {
+    "role-repeated",
+    "tool-call-repeated-id",
+    "tool-call-repeated-name",
+    "tool-call-no-index",
+    "no-terminator",
+    "truncated",
+    "finish-not-tool-calls",
+}
+
+
+def repaired(body: bytes, step: int = 7, n: int | None = None, clean: bool = True) -> tuple[bytes, dict]:
+    """``body`` through the chat repairer, fed in ``step``-byte pieces as a live stream is."""
+    rep = CHAT.repairer(Asked(stream=True, n=n), strip_usage=False, repair=True)
+    assert rep is not None
+    f = EventFilter(CHAT, rep)
+    out = b"".join(f.feed(body[i : i + step]) for i in range(0, len(body), step)) + f.close(clean)
+    return out, rep.counts
+
+
+def sdk(body: bytes) -> Any:
+    """What the openai SDK's own stream accumulator makes of a stream."""
+    state = ChatCompletionStreamState()
+    for ev in body.split(b"\n\n"):
+        if ev.startswith(b"data: {"):
+            state.handle_chunk(construct_type(type_=ChatCompletionChunk, value=json.loads(ev[6:])))
+    return state.current_completion_snapshot.choices[0]
+
+
+def call(i: int | None = 0, **fields: Any) -> dict[str, Any]:
+    fn = {k: fields.pop(k) for k in ("name", "arguments") if k in fields}
+    out = {"index": i, **fields, "function": fn}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# llama-cpp-python's tool stream: role in every chunk, id/type/name in every delta
+LLAMA = sse(
+    chunk(
+        delta(role="assistant", tool_calls=[call(id="c1", type="function", name="get_weather", arguments="")])
+    ),
+    chunk(
+        delta(
+            role="assistant",
+            tool_calls=[call(id="c1", type="function", name="get_weather", arguments='{"ci')],
+        )
+    ),
+    chunk(
+        delta(
+            role="assistant",
+            tool_calls=[call(id="c1", type="function", name="get_weather", arguments='ty":1}')],
+        )
+    ),
+    chunk(delta(finish_reason="tool_calls")),
+)
+
+
+def test_repeated_role_id_type_and_name_are_dropped_and_the_sdk_reads_it_right() -> None:
+    before = sdk(LLAMA)
+    assert before.message.tool_calls[0].function.name == "get_weatherget_weatherget_weather"
+    out, counts = repaired(LLAMA)
+    assert counts == {
+        "role-repeated": 2,
+        "tool-call-repeated-id": 2,
+        "tool-call-repeated-type": 2,
+        "tool-call-repeated-name": 2,
+    }
+    after = sdk(out)
+    call0 = after.message.tool_calls[0]
+    assert (after.message.role, call0.id, call0.function.name) == ("assistant", "c1", "get_weather")
+    assert call0.function.arguments == '{"city":1}'
+    # the meaning is unchanged, and the client's stream has nothing left to repair
+    assert compare(meaning(200, STREAM, LLAMA), meaning(200, STREAM, out))[0] == []
+    assert {f.code for f in check_stream(out).findings} & REPAIRABLE == set()
+    assert {f.code for f in check_stream(LLAMA).findings} >= {"role-repeated", "tool-call-repeated-id"}
+
+
+def test_a_conformant_stream_passes_byte_for_byte() -> None:
+    body = sse(
+        chunk(delta(role="assistant", content="")),
+        chunk(delta(tool_calls=[call(id="c1", type="function", name="f", arguments="")])),
+        chunk(delta(tool_calls=[call(arguments="{}")])),
+        chunk(delta(finish_reason="tool_calls")),
+    )
+    for step in (1, 5, 64, len(body)):
+        assert repaired(body, step) == (body, {})
+
+
+def test_a_tool_call_without_index_gets_the_one_its_id_implies() -> None:
+    body = sse(
+        chunk(
+            delta(role="assistant", tool_calls=[call(None, id="a", type="function", name="f", arguments="{")])
+        ),
+        chunk(delta(tool_calls=[call(None, arguments="}")])),
+        chunk(delta(tool_calls=[call(None, id="b", type="function", name="g", arguments="{}")])),
+        chunk(delta(tool_calls=[call(None, id="a", arguments="")])),
+        chunk(delta(finish_reason="tool_calls")),
+    )
+    out, counts = repaired(body)
+    assert counts == {"tool-call-no-index": 4, "tool-call-repeated-id": 1}
+    indexes = [
+        c["index"]
+        for ev in out.split(b"\n\n")
+        if ev.startswith(b"data: {")
+        for ch in json.loads(ev[6:])["choices"]
+        for c in ch["delta"].get("tool_calls", [])
+    ]
+    assert indexes == [0, 0, 1, 0]
+    calls = sdk(out).message.tool_calls
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        ("a", "f", "{}"),
+        ("b", "g", "{}"),
+    ]
+
+
+def test_a_clean_end_without_done_gets_done_and_a_cut_one_an_error_the_sdk_raises_on() -> None:
+    finished = sse(
+        chunk(delta(role="assistant", content="hi")), chunk(delta(finish_reason="stop")), done=False
+    )
+    out, counts = repaired(finished)
+    assert out == finished + b"data: [DONE]\n\n" and counts == {"no-terminator": 1}
+
+    cut = sse(chunk(delta(role="assistant", content="hi")), done=False)
+    out, counts = repaired(cut)
+    assert counts == {"truncated": 1}
+    last = json.loads(out.split(b"\n\n")[-2][6:])
+    assert (
+        last["error"]["code"] == "truncated"
+        and "choice(s) 0 without finish_reason" in last["error"]["message"]
+    )
+    # (the openai SDK's stream raises on it instead of ending quietly: test_e2e_faults.py)
+
+    # of n=2 asked, one choice never came: cut too
+    one = sse(chunk(delta(role="assistant", content="x", finish_reason="stop")), done=False)
+    assert repaired(one, n=2)[1] == {"truncated": 1}
+    # the connection broke (not a clean end): nothing can be appended
+    assert repaired(cut, clean=False) == (cut, {})
+
+
+def test_stop_with_tool_calls_becomes_tool_calls() -> None:
+    body = sse(
+        chunk(delta(role="assistant", tool_calls=[call(id="c", type="function", name="f", arguments="{}")])),
+        chunk(delta(finish_reason="stop")),
+    )
+    out, counts = repaired(body)
+    assert counts == {"finish-not-tool-calls": 1}
+    assert sdk(out).finish_reason == "tool_calls"
+
+
+def test_errors_and_done_pass_as_they_are() -> None:
+    err = (
+        sse(chunk(delta(role="assistant", content="a")), done=False)
+        + b'data: {"error": {"message": "x"}}\n\n'
+    )
+    assert repaired(err) == (err, {})
+    after = sse(chunk(delta(role="assistant", content="a", finish_reason="stop"))) + sse(
+        chunk(delta(role="assistant"))
+    )
+    assert repaired(after)[0] == after  # after [DONE] nothing is touched
+
+
+def test_every_recorded_chat_stream_repaired_means_the_same_and_has_nothing_left_to_repair() -> None:
+    require_corpus()
+    streams = [r for r in recorded("chat") if r.mode == "stream" and r.status == 200]
+    assert len(streams) >= 150
+    identical = changed = 0
+    left: dict[str, list[str]] = {}
+    for r in streams:
+        usage, n = request_expectations(r.request) if r.request else (None, None)
+        out, counts = repaired(r.body, step=97, n=n)
+        if not counts:
+            assert out == r.body, r.name
+            identical += 1
+        else:
+            changed += 1
+        diffs, _ = compare(meaning(200, STREAM, r.body, "chat"), meaning(200, STREAM, out, "chat"))
+        assert diffs == [], (r.name, diffs)
+        found = {f.code for f in check_stream(out, "chat", usage_asked=usage, n=n).findings} & REPAIRABLE
+        if found:
+            left[r.name] = sorted(found)
+    assert left == {}
+    before = [r for r in streams if not {f.code for f in check_stream(r.body, "chat").findings} & REPAIRABLE]
+    assert identical >= len(before)  # every stream with nothing to repair came out byte-identical
+    print(f"\ncorpus chat streams through the repairer: {identical} byte-identical, {changed} repaired")
