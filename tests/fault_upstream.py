@@ -1,6 +1,7 @@
 """A small OpenAI-shaped upstream the tests own, for what a real server can't be made to do on
 demand: disconnect mid-stream, error events, gzip, CRLF, keep-alive comments, JSON to a stream
-request, SSE to a non-stream request, 4xx/5xx, pacing.
+request, SSE to a non-stream request, 4xx/5xx, pacing. Scenarios ``anth-…`` are Anthropic
+Messages streams and bodies (``anthropic_streams.py``).
 
 The scenario is the request's ``model`` (e.g. ``"sse"``, ``"disconnect-2"``; ``"resp-…"`` for the
 Responses API: ``responses_scenario``). It writes raw bytes on
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anthropic_streams
 from streamshim import synthesize
 from streamshim.dialects.openai import encode_chunks as encode_data
 
@@ -288,6 +290,11 @@ class FaultUpstream:
         """Write the scenario's response; False closes the connection afterwards."""
         name, _, arg = scenario.partition(":")
         n = int(arg) if arg.isdigit() else 0
+        if name.startswith("anth-"):  # Anthropic Messages (tests/anthropic_streams.py)
+            ctype, body = anthropic_streams.scenario(name[5:])
+            if ctype == "application/json":
+                return await self._raw(w, 200, ctype, body)
+            return await self._sse(w, body)
         if name == "sse":
             return await self._sse(w, encode_data(chat_chunks()))
         if name == "sse-tools":

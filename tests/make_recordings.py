@@ -1,6 +1,7 @@
 """Regenerate ``recordings/`` from scratch with the project's own tooling.
 
     .venv/bin/python tests/make_recordings.py
+    .venv/bin/python tests/make_recordings.py --only anthropic   # only the anthropic-* files
 
 Starts the real llama-cpp-python server on the tiny generated GGUF and the fault upstream, puts a
 real mitmdump with the addon in front of them (``-w``, ``--set streamshim_scrub=true``), sends
@@ -109,6 +110,36 @@ RESPONSES_CASES: dict[str, tuple[dict[str, Any], str]] = {
         "tool",
     ),
 }
+# Anthropic Messages against llama.cpp's C++ llama-server (tests/llama_cpp_server.py); the tool
+# case uses chatml_tools.jinja and a pre-filled <tool_call> opener. The tag is metadata.user_id.
+ANTHROPIC_CASES: dict[str, dict[str, Any]] = {
+    "text": {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 32},
+    "tool": {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "<tool_call>\n"},
+        ],
+        "tools": [
+            {
+                "name": "get_weather",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "enum": ["Paris", "London", "Tokyo"]}},
+                    "required": ["city"],
+                },
+            }
+        ],
+        "tool_choice": {"type": "any"},
+        "max_tokens": 256,
+    },
+}
+# (case name, listener, fault scenario, client streams?)
+ANTHROPIC_FAULTS = [
+    ("anthropic-fault-overloaded__json-client__upstream-stream", "fault_stream", "anth-overloaded", False),
+    ("anthropic-fault-cut-tool__json-client__upstream-stream", "fault_stream", "anth-cut-tool", False),
+    ("anthropic-fault-spliced__json-client__upstream-stream", "fault_stream", "anth-spliced", False),
+    ("anthropic-fault-websearch__stream-client__upstream-json", "fault_json", "anth-json-websearch", True),
+]
 
 
 def send(url: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> None:
@@ -116,10 +147,93 @@ def send(url: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> 
         with httpx.stream("POST", f"{url}{path}", json=body, headers=SECRETS, timeout=60) as r:
             r.read()
     except httpx.HTTPError as exc:  # the disconnect cases
-        print(f"  ({body['user']}: {type(exc).__name__})")
+        print(f"  ({body.get('user') or body.get('metadata')}: {type(exc).__name__})")
+
+
+def anthropic_recordings(work: Path) -> list[Path]:
+    """Capture the Anthropic cases through a mitmdump of their own; returns the raw flow files."""
+    from llama_cpp_server import CHATML_TOOLS_TEMPLATE, LlamaCppServer, llama_server_binary
+
+    binary = llama_server_binary()
+    if binary is None:
+        raise SystemExit("llama.cpp's llama-server is needed: bash tests/build_llama_server.sh")
+    for sub in ("text", "tool", "mitm"):
+        (work / sub).mkdir(parents=True)
+    text = LlamaCppServer(work / "text", binary).start()
+    tool = LlamaCppServer(work / "tool", binary, chat_template_file=CHATML_TOOLS_TEMPLATE).start()
+    fault = FaultUpstream().start()
+    servers = {"text": text, "tool": tool}
+    listeners = {f"{s}_{d}": servers[s].url for s in servers for d in DIRECTIONS} | {
+        f"fault_{d}": fault.url for d in DIRECTIONS
+    }
+    upstream = {"stream": "stream", "json": "json", "asis": "as-requested"}
+    rules = "rules:\n" + "".join(
+        f"  - name: {who}-{rule}\n    listen_port: {{{who}_{d}}}\n    upstream: {upstream[d]}\n"
+        for who in (*servers, "fault")
+        for d, rule in DIRECTIONS.items()
+    )
+    proxy = Mitmdump(work / "mitm", listeners, rules, "--set", "streamshim_scrub=true").start()
+    names: list[str] = []
+    try:
+        for case, extra in ANTHROPIC_CASES.items():
+            # once directly, so that llama-server's prompt cache answers every capture alike
+            send(servers[case].url, {"model": "tiny", "temperature": 0, **extra}, "/v1/messages")
+            for client_stream in (True, False):
+                for direction, rule in DIRECTIONS.items():
+                    who = "stream-client" if client_stream else "json-client"
+                    name = f"anthropic-{case}__{who}__{rule}"
+                    body = {"model": "tiny", "temperature": 0, "stream": client_stream, **extra}
+                    body["metadata"] = {"user_id": name}
+                    send(proxy.url(f"{case}_{direction}"), body, "/v1/messages")
+                    names.append(name)
+        for name, listener, model, client_stream in ANTHROPIC_FAULTS:
+            body = {"model": model, "max_tokens": 64, "messages": [], "stream": client_stream}
+            send(proxy.url(listener), {**body, "metadata": {"user_id": name}}, "/v1/messages")
+            names.append(name)
+    finally:
+        proxy.stop()
+        tool.stop()
+        text.stop()
+        fault.stop()
+    return _split(work, list(read_flows(proxy.flows_path)), names, "user_id")
+
+
+def _split(work: Path, flows: list[Any], names: list[str], key: str) -> list[Path]:
+    """One raw flow file per case, found by its tag in the client's request."""
+    out = []
+    for name in names:
+        matching = [
+            f
+            for f in flows
+            if f'"{key}": "{name}"'.encode() in _client_request(f)
+            or f'"{key}":"{name}"'.encode() in _client_request(f)
+        ]
+        if len(matching) != 1:
+            raise SystemExit(f"{name}: {len(matching)} flows captured, expected 1")
+        raw = work / f"{name}.raw.flow"
+        _write(raw, matching)
+        out.append(raw)
+    return out
+
+
+def _fixtures(raws: list[Path]) -> None:
+    RECORDINGS.mkdir(exist_ok=True)
+    for raw in raws:
+        target = RECORDINGS / raw.name.replace(".raw.flow", ".flow")
+        subprocess.run(
+            [sys.executable, "-m", "streamshim.cli", "scrub", "--fixture", str(raw), str(target)], check=True
+        )
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--only", "anthropic"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            raws = anthropic_recordings(Path(tmp))
+            for old in RECORDINGS.glob("anthropic-*.flow"):
+                old.unlink()
+            _fixtures(raws)
+        print(f"{len(raws)} recordings written to {RECORDINGS}")
+        return 0
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     python = llama_python()
     if python is None and only != "responses":
@@ -200,7 +314,9 @@ def main() -> int:
                 ],
                 check=True,
             )
-    print(f"{len(names)} recordings written to {RECORDINGS}")
+        raws = anthropic_recordings(work / "anthropic") if only is None else []
+        _fixtures(raws)
+    print(f"{len(names) + len(raws)} recordings written to {RECORDINGS}")
     return 0
 
 

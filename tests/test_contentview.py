@@ -316,3 +316,19 @@ def test_the_api_matches_the_running_line() -> None:
     # 11 has only the View API; 12 adds Contentview (and keeps View as a deprecated wrapper)
     major = int(version.VERSION.split(".")[0])
     assert contentview.IS_12 is (major >= 12)
+
+
+def test_auto_selected_for_anthropic_messages(registered: object) -> None:
+    """An Anthropic Messages stream (a recording from llama-server) and a synthesized one with
+    thinking and a tool call: the view picks itself and shows the assembled message."""
+    import anthropic_streams
+
+    f = next(read_flows(ROOT / "recordings" / "anthropic-tool__stream-client__as-requested.flow"))
+    name, text = auto_view(f)
+    assert name == "LLM stream"
+    assert text.startswith("LLM stream · anthropic · ") and "stop_reason: tool_use" in text
+    assert "get_weather" in text
+    name, text = auto_view(sse_flow(anthropic_streams.stream("thinking"), "/v1/messages"))
+    assert name == "LLM stream"
+    assert "reasoning:\n  The user wants the weather; call the tool." in text
+    assert '  [0] get_weather (id toolu_01)\n    {\n      "city": "Paris",' in text

@@ -218,3 +218,97 @@ def test_fuzz_responses_synthesize_arbitrary_json(resp: dict[str, Any]) -> None:
         assert exc.kind == "upstream_error"
         return
     assert out == resp
+
+
+# -- Anthropic Messages: named events of arbitrary shape ----------------------------------------
+
+ANTHROPIC_TYPES = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "error",
+    "text_delta",
+    "thinking_delta",
+    "signature_delta",
+    "input_json_delta",
+    "citations_delta",
+    "text",
+    "thinking",
+    "tool_use",
+    "server_tool_use",
+    "redacted_thinking",
+    "message",
+]
+ANTHROPIC_KEYS = [
+    "type",
+    "message",
+    "index",
+    "content_block",
+    "delta",
+    "usage",
+    "content",
+    "text",
+    "thinking",
+    "signature",
+    "partial_json",
+    "citation",
+    "citations",
+    "input",
+    "stop_reason",
+    "stop_sequence",
+    "output_tokens",
+    "input_tokens",
+    "error",
+]
+anthropic_values = st.recursive(
+    st.one_of(scalars, st.sampled_from(ANTHROPIC_TYPES), st.integers(0, 3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(ANTHROPIC_KEYS), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+anthropic_events = st.lists(
+    st.tuples(
+        st.sampled_from(ANTHROPIC_TYPES), st.dictionaries(st.sampled_from(ANTHROPIC_KEYS), anthropic_values)
+    ),
+    max_size=10,
+)
+
+
+@SAMPLE
+@given(events=anthropic_events, cuts=st.lists(st.integers(0, 2000), max_size=4))
+def test_fuzz_anthropic_arbitrary_events(events: list[tuple[str, dict[str, Any]]], cuts: list[int]) -> None:
+    from streamshim import dialects
+    from streamshim.check import check_stream
+
+    payloads = [(name, {"type": name, **obj} if obj.get("type") is None else obj) for name, obj in events]
+    body = b"".join(f"event: {name}\ndata: {json.dumps(obj)}\n\n".encode() for name, obj in payloads)
+    agg = dialects.get("anthropic").aggregator()
+    points = sorted({c % (len(body) + 1) for c in cuts})
+    for a, b in zip([0, *points], [*points, len(body)], strict=True):
+        agg.feed(body[a:b])
+    try:
+        out = agg.finish()
+    except StreamError as exc:
+        assert exc.message and exc.kind in ("upstream_error", "malformed", "truncated", "not_sse")
+    else:
+        assert isinstance(out["content"], list) and out["stop_reason"] is not None
+        json.dumps(out)
+    check_stream(body, "anthropic")  # never raises
+
+
+@SAMPLE
+@given(resp=anthropic_values)
+def test_fuzz_anthropic_synthesize_arbitrary_json(resp: Any) -> None:
+    try:
+        body = synthesize(resp, "anthropic")
+    except BadResponse:
+        return
+    try:
+        aggregate(body, "anthropic")
+    except StreamError as exc:  # a body without a stop_reason streams as one: never a success
+        assert exc.kind == "truncated" and not (isinstance(resp, dict) and resp.get("stop_reason"))

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..framing import FRAMINGS, sniff
-from . import chat, completions, responses
+from . import anthropic, chat, completions, responses
 from .base import Dialect
 
-DIALECTS: tuple[Dialect, ...] = (chat.DIALECT, completions.DIALECT, responses.DIALECT)
+DIALECTS: tuple[Dialect, ...] = (chat.DIALECT, completions.DIALECT, responses.DIALECT, anthropic.DIALECT)
 BY_NAME: dict[str, Dialect] = {d.name: d for d in DIALECTS}
 DEFAULT = chat.DIALECT
 SNIFF_BYTES = 65536  # how much of a stream ``detect_body`` decodes to find a telling event

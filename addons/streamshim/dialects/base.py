@@ -136,6 +136,14 @@ class Dialect(ABC):
         """The error body, in this API's own error envelope, a JSON client gets instead of an
         answer streamshim could not make (``partial``: what arrived before the fault)."""
 
+    def error_status(self, upstream_error: Any) -> int:
+        """The HTTP status a JSON client gets with ``error_body`` for a stream that failed with
+        the upstream's own error object ``upstream_error`` (``None``: streamshim found the fault).
+        Default 502; a dialect whose API answers some errors with their own status (Anthropic's
+        ``overloaded_error`` is 529) returns it, so that clients retry and report as they would
+        for a direct call."""
+        return 502
+
     @abstractmethod
     def error_of(self, body: Any) -> tuple[str, str, Any] | None:
         """``(code, message, partial)`` when a JSON body is this API's error envelope (streamshim's

@@ -278,6 +278,7 @@ class Shim:
                     exc.describe(), exc.kind, partial=exc.partial, upstream_error=exc.upstream_error
                 ),
                 f"SSE→JSON failed: {exc.kind} at {exc.where()}: {exc.message}",
+                status=dialect.error_status(exc.upstream_error),
             )
             return
         usage, promoted = self._finish_answer(flow, state, dialect, result, agg)
