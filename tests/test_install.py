@@ -108,7 +108,6 @@ def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
             "-q",
             "-w",
             str(tmp_path),

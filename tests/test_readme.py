@@ -36,8 +36,8 @@ def test_the_start_command_uses_the_shipped_rules() -> None:
 
 
 def code_tables() -> dict[str, dict[str, str]]:
-    """Each check-code table of the README, by the dialects named (in backticks) in the last line
-    of text before it: ``{dialect: {code: severity}}``."""
+    """Each check-code table of the README, by the dialects named (in backticks) in the paragraph
+    right above it: ``{dialect: {code: severity}}``."""
     from streamshim import dialects
 
     tables: dict[str, dict[str, str]] = {}
@@ -45,7 +45,11 @@ def code_tables() -> dict[str, dict[str, str]]:
     for i, line in enumerate(lines):
         if not line.startswith("| code | severity |"):
             continue
-        before = next(t for t in reversed(lines[:i]) if t.strip())
+        above = lines[:i]
+        while above and not above[-1].strip():
+            above.pop()
+        start = max((j for j, t in enumerate(above) if not t.strip()), default=-1) + 1
+        before = " ".join(above[start:])  # the paragraph right above the table
         named = [n for n in re.findall(r"`([a-z]+)`", before) if n in dialects.names()]
         assert named, f"the check-code table at line {i + 1} names no dialect: {before!r}"
         rows = {}
