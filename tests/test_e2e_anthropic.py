@@ -259,3 +259,21 @@ def test_sdk_versions() -> None:
     from mitmproxy.version import VERSION
 
     assert MAJOR < 1 or not VERSION.startswith("11.")
+
+
+def test_repair_ends_a_quietly_cut_stream_with_an_error_the_sdk_raises(shim: Mitmdump) -> None:
+    """The anthropic SDK takes a stream that stops before message_stop, or inside a tool's input
+    JSON, as a complete message; through ``repair: true`` it gets an error event and raises,
+    while a stream whose message_delta said its stop_reason gets its message_stop."""
+    kw = {"max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    with client(shim, "asis").messages.stream(model="anth-cut-tool", **kw) as s:
+        healed = s.get_final_message()
+    assert healed.stop_reason is None or healed.content  # a "complete" message, as the SDK sees it
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        client(shim, "repair").messages.stream(model="anth-cut-tool", **kw) as s,
+    ):
+        s.get_final_message()
+    with client(shim, "repair").messages.stream(model="anth-cut", **kw) as s:
+        ended = s.get_final_message()
+    assert ended.stop_reason == "end_turn"

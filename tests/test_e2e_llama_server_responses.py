@@ -47,6 +47,14 @@ rules:
   - name: forced-json-tools
     listen_port: {tjson}
     upstream: json
+  - name: repair
+    listen_port: {repair}
+    upstream: as-requested
+    repair: true
+  - name: repair-tools
+    listen_port: {trepair}
+    upstream: as-requested
+    repair: true
   - name: as-requested
     upstream: as-requested
 """
@@ -86,7 +94,16 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Llam
 @pytest.fixture(scope="module")
 def proxy(servers: dict[str, LlamaCppServer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mitmdump]:
     text, tools = servers["text"].url, servers["tool"].url
-    listeners = {"stream": text, "json": text, "asis": text, "tstream": tools, "tjson": tools, "tasis": tools}
+    listeners = {
+        "stream": text,
+        "json": text,
+        "repair": text,
+        "asis": text,
+        "tstream": tools,
+        "tjson": tools,
+        "trepair": tools,
+        "tasis": tools,
+    }
     m = Mitmdump(tmp_path_factory.mktemp("mitm-llama-server"), listeners, RULES).start()
     yield m
     m.stop()
@@ -177,6 +194,24 @@ def test_the_sdk_helper_fails_on_the_servers_own_stream(
         return
     with pytest.raises((AttributeError, TypeError, RuntimeError)), helper as s:
         s.get_final_response()
+
+
+@pytest.mark.parametrize("case", ["text", "tool"])
+def test_repair_gives_the_sdk_helper_the_servers_own_stream_live(
+    servers: dict[str, LlamaCppServer], proxy: Mitmdump, case: str
+) -> None:
+    """The other cure than ``upstream: json``: ``repair: true`` keeps the server's own stream,
+    live, and gives each event the sequence_number, output_index, content_index and output list
+    the stream itself tells; the SDK helper then reads it to the server's answer."""
+    kw = {**BASE, **CASES[case]}
+    server = server_for(servers, case)
+    direct = list(client(server.url).responses.create(stream=True, **kw))[-1].response
+    with client(proxy.url(label(case, "repair"))).responses.stream(**kw) as s:
+        events = list(s)
+        repaired = s.get_final_response()
+    assert answer(repaired) == answer(direct)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert all(e.output_index is not None for e in events if hasattr(e, "output_index"))
 
 
 def test_async_clients(servers: dict[str, LlamaCppServer], proxy: Mitmdump) -> None:

@@ -33,6 +33,7 @@ from .base import (
     Dialect,
     Meaning,
     Output,
+    Repairer,
     Severity,
     ToolCall,
     Watch,
@@ -596,6 +597,84 @@ class MessagesChecker(Checker):
 # -- the dialect ----------------------------------------------------------------------------------
 
 
+# -- repair ---------------------------------------------------------------------------------------
+
+
+class MessagesRepairer(Repairer):
+    """For a stream client with ``repair``: what the anthropic SDK's accumulator gets wrong,
+    mended from the stream itself:
+
+    - ``event-name-missing``: an event without an ``event:`` line gets its payload's ``type`` as
+      its name (the SDK drops unnamed events);
+    - ``no-message-stop``: a clean end after a ``message_delta`` with a ``stop_reason`` (and no
+      tool input cut short) gets ``message_stop``;
+    - ``truncated``: any other clean end without ``message_stop`` (no stop reason, a tool's input
+      JSON cut) gets an ``error`` event, which the SDK raises on, instead of a quiet end it would
+      take as a complete message (it even heals cut tool JSON).
+    """
+
+    def __init__(self, dialect: Messages) -> None:
+        super().__init__(dialect.framing)
+        self.dialect = dialect
+        self.stop_reason = False
+        self.inputs: dict[int, list[str]] = {}  # open tool blocks: their input_json_delta pieces
+        self.ended = False  # message_stop or an error arrived
+
+    def event(self, block: bytes) -> bytes:
+        if self.ended:
+            return block
+        ev = self.decode(block)
+        obj = try_json(ev.data) if ev is not None else None
+        if ev is None or not isinstance(obj, dict):
+            if ev is not None and ev.event == "error":
+                self.ended = True
+            return block
+        kind = obj.get("type")
+        changed = False
+        if ev.event == "message" and isinstance(kind, str) and kind in STREAM_EVENTS:
+            ev.event = kind
+            self.note("event-name-missing")
+            changed = True
+        if kind in ("message_stop", "error") or ev.event == "error":
+            self.ended = True
+        elif kind == "message_delta":
+            delta = obj.get("delta")
+            self.stop_reason |= isinstance(delta, dict) and delta.get("stop_reason") is not None
+        elif kind in ("content_block_start", "content_block_delta", "content_block_stop"):
+            self._block(kind, obj)
+        return self.encode(ev, obj) if changed else block
+
+    def _block(self, kind: str, obj: dict[str, Any]) -> None:
+        index = obj.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            return
+        if kind == "content_block_start":
+            cb = obj.get("content_block")
+            if isinstance(cb, dict) and takes_input(cb.get("type"), "input" in cb):
+                self.inputs[index] = []
+        elif kind == "content_block_stop":
+            self.inputs.pop(index, None)
+        elif index in self.inputs:
+            delta = obj.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("partial_json"), str):
+                self.inputs[index].append(delta["partial_json"])
+
+    def end(self, clean: bool) -> bytes:
+        if not clean or self.ended:
+            return b""
+        cut_tool = [i for i, parts in self.inputs.items() if try_json("".join(parts) or "{}") is None]
+        if self.stop_reason and not cut_tool:
+            self.note("no-message-stop")
+            return self.framing.encode(
+                [Event(data=encode_json({"type": "message_stop"}), event="message_stop")]
+            )
+        self.note("truncated")
+        what = f"a tool's input cut short (block {cut_tool[0]})" if cut_tool else "no stop_reason"
+        message = f"upstream stream ended without message_stop, {what}: it was cut short"
+        body = self.dialect.error_body(message, "truncated")
+        return self.framing.encode([Event(data=encode_json(body), event="error")])
+
+
 class Messages(Dialect):
     """Anthropic Messages: ``message_start`` … ``message_stop`` streams ⇄ one ``message``."""
 
@@ -639,6 +718,9 @@ class Messages(Dialect):
         body["stream"] = False
 
     # -- conversions ------------------------------------------------------------------------
+    def repairer(self, asked: Asked, *, strip_usage: bool, repair: bool) -> Repairer | None:
+        return MessagesRepairer(self) if repair else None
+
     def aggregator(self, asked: Asked | None = None) -> MessagesAggregator:
         return MessagesAggregator(self)
 

@@ -41,6 +41,7 @@ from .base import (
     Dialect,
     Meaning,
     Output,
+    Repairer,
     Severity,
     ToolCall,
     Watch,
@@ -840,6 +841,117 @@ def response_output(resp: dict[str, Any]) -> Output:
 # -- the dialect ----------------------------------------------------------------------------------
 
 
+# -- repair ---------------------------------------------------------------------------------------
+
+
+class ResponsesRepairer(Repairer):
+    """For a stream client with ``repair``: gives each event what the openai SDK's stream helper
+    needs and the stream itself tells, as llama-server's Responses stream leaves it out:
+
+    - ``sequence-missing`` (and repeated, decreasing, gaps): every event gets its
+      ``sequence_number``, counting from 0;
+    - ``output-index-missing``: an item event gets its item's ``output_index`` (from its
+      ``item_id``, else the last item added; a new ``output_item.added`` the next index);
+    - ``content-index-missing``: a part event gets its part's index (a new part the next one of
+      its item, the others the item's last part);
+    - ``created-no-output``: ``response.created``/``in_progress`` get ``output: []`` (openai 2.x
+      appends to it);
+    - ``type-missing``: a payload without ``type`` gets its ``event:`` name;
+    - ``terminal-output-differs``: a terminal response with an empty ``output`` (the Codex
+      backend's ``output: []``) gets the items the stream finished;
+    - ``no-terminal``: a clean end without a terminal event gets an ``error`` event (in the
+      documented shape and with a nested ``error``, so the SDK raises), not a quiet end.
+    """
+
+    def __init__(self, dialect: Responses) -> None:
+        super().__init__(dialect.framing)
+        self.dialect = dialect
+        self.sequence = 0
+        self.items: list[str | None] = []  # output_index -> item id
+        self.parts: dict[int, dict[str, int]] = {}  # output_index -> part list -> parts opened
+        self.done_items: dict[int, Any] = {}
+        self.ended = False  # a terminal, failed or error event arrived
+
+    def event(self, block: bytes) -> bytes:
+        if self.ended:
+            return block
+        ev = self.decode(block)
+        obj = try_json(ev.data) if ev is not None else None
+        if ev is None or not isinstance(obj, dict):
+            return block
+        changed = False
+        kind = obj.get("type")
+        if not isinstance(kind, str) and ev.event != "message":
+            obj["type"] = kind = ev.event
+            self.note("type-missing")
+            changed = True
+        if obj.get("sequence_number") != self.sequence:
+            self.note("sequence-missing" if "sequence_number" not in obj else "sequence-renumbered")
+            obj["sequence_number"] = self.sequence
+            changed = True
+        self.sequence += 1
+        if kind in LIFECYCLE and isinstance(obj.get("response"), dict) and "output" not in obj["response"]:
+            obj["response"]["output"] = []
+            self.note("created-no-output")
+            changed = True
+        elif kind in (ITEM_ADDED, ITEM_DONE) or kind in ITEM_EVENTS:
+            changed |= self._item_event(kind, obj)
+        elif kind in TERMINAL:
+            self.ended = True
+            resp = obj.get("response")
+            if isinstance(resp, dict) and not resp.get("output") and self.done_items:
+                resp["output"] = [self.done_items[i] for i in sorted(self.done_items)]
+                self.note("terminal-output-differs")
+                changed = True
+        elif kind in (FAILED, "error"):
+            self.ended = True
+        return self.encode(ev, obj) if changed else block
+
+    def _item_event(self, kind: str, obj: dict[str, Any]) -> bool:
+        changed = False
+        index = _int(obj.get("output_index"))
+        if index is None:
+            if kind == ITEM_ADDED:
+                index = len(self.items)
+            else:
+                item_id = obj.get("item_id") or (obj.get("item") or {}).get("id")
+                index = self.items.index(item_id) if item_id in self.items else len(self.items) - 1
+            if index >= 0:
+                obj["output_index"] = index
+                self.note("output-index-missing")
+                changed = True
+        if index is None or index < 0:
+            return changed
+        if kind == ITEM_ADDED:
+            while len(self.items) <= index:
+                self.items.append(None)
+            item = obj.get("item")
+            self.items[index] = item.get("id") if isinstance(item, dict) else None
+            return changed
+        if kind == ITEM_DONE:
+            self.done_items[index] = obj.get("item")
+            return changed
+        key = INDEXED_EVENTS.get(kind)
+        if key is not None and _int(obj.get(key)) is None:
+            opened = self.parts.setdefault(index, {}).get(key, 0)
+            obj[key] = opened if kind in PART_ADDED else max(opened - 1, 0)
+            self.note("content-index-missing")
+            changed = True
+        if kind in PART_ADDED:
+            parts = self.parts.setdefault(index, {})
+            parts[key] = max(parts.get(key, 0), obj[key] + 1)  # type: ignore[index]
+        return changed
+
+    def end(self, clean: bool) -> bytes:
+        if not clean or self.ended:
+            return b""
+        self.note("no-terminal")
+        message = "streamshim: upstream stream ended without response.completed/incomplete: it was cut short"
+        err = {"type": "upstream_stream_error", "code": "truncated", "message": message, "param": None}
+        payload = {**err, "type": "error", "error": err, "sequence_number": self.sequence}
+        return self.framing.encode([Event(data=encode_json(payload), event="error")])
+
+
 class Responses(Dialect):
     """OpenAI Responses API: ``response.*`` event streams ⇄ one ``response`` object."""
 
@@ -897,6 +1009,9 @@ class Responses(Dialect):
         body.pop("stream_options", None)  # only valid with stream: true
 
     # -- conversions ------------------------------------------------------------------------
+    def repairer(self, asked: Asked, *, strip_usage: bool, repair: bool) -> Repairer | None:
+        return ResponsesRepairer(self) if repair else None
+
     def aggregator(self, asked: Asked | None = None) -> ResponsesAggregator:
         return ResponsesAggregator(self)
 
