@@ -24,7 +24,6 @@ from typing import Any
 from ..errors import BadResponse, MalformedEvent, TruncatedStream
 from ..framing import Event, encode_json
 from .base import (
-    CHARS_PER_TOKEN,
     DEFAULT_CHUNK_CHARS,
     FRAMING_CODES,
     Aggregator,
@@ -38,9 +37,8 @@ from .base import (
     ToolCall,
     Watch,
     clip,
-    estimate_tokens,
+    envelope_error,
     json_event,
-    prompt_chars,
     split_text,
     try_json,
 )
@@ -810,31 +808,14 @@ class Messages(Dialect):
         return 502
 
     def error_of(self, body: Any) -> tuple[str, str, Any] | None:
-        if not isinstance(body, dict) or "content" in body or "error" not in body:
-            return None
-        err = body["error"]
-        if isinstance(err, dict):
-            code = err.get("code") or err.get("type") or "unknown"
-            return str(code), str(err.get("message")), err.get("partial_response")
-        return "unknown", str(err), None
+        return envelope_error(body, "content")
 
     # -- usage ------------------------------------------------------------------------------
-    def usage_of(self, response: dict[str, Any]) -> dict[str, Any] | None:
-        usage = response.get("usage")
-        return usage if isinstance(usage, dict) else None
+    prompt_keys = ("system", "messages", "tools")
+    usage_words = ("input", "output")
 
-    def fill_usage(self, response: dict[str, Any], method: str, generated: int, request: Any) -> str | None:
-        if response.get("usage") is not None or method == "off":
-            return None
-        if method == "zeros":
-            response["usage"] = {"input_tokens": 0, "output_tokens": 0}
-            return "zeros"
-        prompt = estimate_tokens(prompt_chars(request, ("system", "messages", "tools")))
-        response["usage"] = {"input_tokens": prompt, "output_tokens": generated}
-        return (
-            f"estimate: {generated} output tokens = deltas with generated text, "
-            f"{prompt} input tokens = request characters / {CHARS_PER_TOKEN}"
-        )
+    def usage_record(self, prompt: int, completion: int) -> dict[str, Any]:
+        return {"input_tokens": prompt, "output_tokens": completion}
 
 
 DIALECT = Messages()

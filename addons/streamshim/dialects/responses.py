@@ -32,7 +32,6 @@ from typing import Any
 from ..errors import BadResponse, TruncatedStream
 from ..framing import Event, encode_json
 from .base import (
-    CHARS_PER_TOKEN,
     DEFAULT_CHUNK_CHARS,
     FRAMING_CODES,
     Aggregator,
@@ -46,8 +45,6 @@ from .base import (
     ToolCall,
     Watch,
     clip,
-    estimate_tokens,
-    prompt_chars,
     split_text,
     try_json,
 )
@@ -1070,31 +1067,16 @@ class Responses(Dialect):
         return None
 
     # -- usage ------------------------------------------------------------------------------
-    def usage_of(self, response: dict[str, Any]) -> dict[str, Any] | None:
-        usage = response.get("usage")
-        return usage if isinstance(usage, dict) else None
+    usage_words = ("input", "output")
 
-    def fill_usage(self, response: dict[str, Any], method: str, generated: int, request: Any) -> str | None:
-        if response.get("usage") is not None or method == "off":
-            return None
-        if method == "zeros":
-            prompt = completion = 0
-            how = "zeros"
-        else:
-            completion = generated
-            prompt = estimate_tokens(prompt_chars(request, self.prompt_keys))
-            how = (
-                f"estimate: {completion} output tokens = events with generated text, "
-                f"{prompt} input tokens = request characters / {CHARS_PER_TOKEN}"
-            )
-        response["usage"] = {
+    def usage_record(self, prompt: int, completion: int) -> dict[str, Any]:
+        return {
             "input_tokens": prompt,
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + completion,
         }
-        return how
 
 
 DIALECT = Responses()
