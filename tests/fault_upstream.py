@@ -1,8 +1,10 @@
 """A small OpenAI-shaped upstream the tests own, for what a real server can't be made to do on
 demand: disconnect mid-stream, error events, gzip, CRLF, keep-alive comments, JSON to a stream
-request, SSE to a non-stream request, 4xx/5xx, pacing.
+request, SSE to a non-stream request, 4xx/5xx, pacing. Scenarios ``anth-…`` are Anthropic
+Messages streams and bodies (``anthropic_streams.py``).
 
-The scenario is the request's ``model`` (e.g. ``"sse"``, ``"disconnect-2"``). It writes raw bytes on
+The scenario is the request's ``model`` (e.g. ``"sse"``, ``"disconnect-2"``; ``"resp-…"`` for the
+Responses API: ``responses_scenario``). It writes raw bytes on
 a plain asyncio socket, so that every framing detail is under the test's control. It runs in a
 background thread of the test process and records every request it receives.
 """
@@ -17,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anthropic_streams
 from streamshim import synthesize
 from streamshim.dialects.openai import encode_chunks as encode_data
 
@@ -91,6 +94,112 @@ def chat_json(tools: bool = False) -> dict[str, Any]:
         ],
         "usage": USAGE,
     }
+
+
+# -- the Responses API (/v1/responses): scenarios whose model starts with "resp-" ----------------
+
+RESP_USAGE = {
+    "input_tokens": 5,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens": 6,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 11,
+}
+
+
+def responses_json(tools: bool = False, status: str = "completed") -> dict[str, Any]:
+    """A Responses body: the text answer, or a function call (get_weather, Paris)."""
+    item: dict[str, Any]
+    if tools:
+        item = {
+            "id": "fc_fault",
+            "type": "function_call",
+            "status": "completed",
+            "arguments": "".join(TOOL_ARGS),
+            "call_id": "call_1",
+            "name": "get_weather",
+        }
+    else:
+        text = {"type": "output_text", "annotations": [], "logprobs": [], "text": "".join(CONTENT)}
+        item = {
+            "id": "msg_fault",
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": [text],
+        }
+    return {
+        "id": "resp_fault",
+        "object": "response",
+        "created_at": 1700000000,
+        "status": status,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "model": "fault",
+        "output": [item],
+        "usage": RESP_USAGE,
+    }
+
+
+def responses_events(answer: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The (event name, payload) list streamshim synthesizes for ``answer``."""
+    from streamshim.framing.sse import SSEDecoder
+
+    dec = SSEDecoder()
+    body = synthesize(answer, "responses", chunk_chars=4)
+    return [(e.event, json.loads(e.data)) for e in dec.feed(body) + dec.close()]
+
+
+def responses_sse(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(
+        f"event: {name}\ndata: {json.dumps(p, separators=(',', ':'))}\n\n".encode() for name, p in events
+    )
+
+
+def responses_scenario(name: str) -> list[tuple[str, dict[str, Any]]] | dict[str, Any] | None:
+    """The events (a stream) or the body (JSON) of a ``resp-…`` scenario; None: unknown."""
+    text = responses_events(responses_json())
+    error_at = 6  # after two text deltas ("Hello, w")
+    if name == "resp-json":
+        return responses_json()
+    if name == "resp-json-tools":
+        return responses_json(tools=True)
+    if name == "resp-json-incomplete":
+        return responses_json(status="incomplete")
+    if name == "resp-sse":
+        return text
+    if name == "resp-sse-tools":
+        return responses_events(responses_json(tools=True))
+    if name == "resp-incomplete":
+        return responses_events(responses_json(status="incomplete"))
+    if name == "resp-failed":  # the terminal event is response.failed
+        failed = {**responses_json(), "status": "failed", "output": []}
+        failed["error"] = {"code": "server_error", "message": "The model crashed"}
+        return [*text[:error_at], ("response.failed", {"type": "response.failed", "response": failed})]
+    if name == "resp-error-flat":  # {"type":"error","code","message","param"}
+        err = {"type": "error", "code": "rate_limit_exceeded", "message": "Slow down", "param": None}
+        return [*text[:error_at], ("error", err)]
+    if name == "resp-error-nested":  # {"type":"error","error":{…}}
+        err = {
+            "type": "error",
+            "error": {"type": "server_error", "code": "overloaded", "message": "Overloaded"},
+        }
+        return [*text[:error_at], ("error", err)]
+    if name == "resp-no-terminal":  # a clean HTTP end, no terminal event
+        return text[:-1]
+    if name == "resp-codex":  # the Codex backend: the terminal response's output is []
+        tool = responses_events(responses_json(tools=True))
+        tool[-1][1]["response"]["output"] = []
+        return tool
+    if name == "resp-rotating":  # GitHub Copilot's gateway: a new item id in every event
+        rotated = responses_events(responses_json())
+        for i, (_, p) in enumerate(rotated):
+            if "item_id" in p:
+                p["item_id"] = f"msg_rot{i}"
+            if isinstance(p.get("item"), dict):
+                p["item"] = {**p["item"], "id": f"msg_rot{i}"}
+        return rotated
+    return None
 
 
 @dataclass
@@ -181,6 +290,11 @@ class FaultUpstream:
         """Write the scenario's response; False closes the connection afterwards."""
         name, _, arg = scenario.partition(":")
         n = int(arg) if arg.isdigit() else 0
+        if name.startswith("anth-"):  # Anthropic Messages (tests/anthropic_streams.py)
+            ctype, body = anthropic_streams.scenario(name[5:])
+            if ctype == "application/json":
+                return await self._raw(w, 200, ctype, body)
+            return await self._sse(w, body)
         if name == "sse":
             return await self._sse(w, encode_data(chat_chunks()))
         if name == "sse-tools":
@@ -237,6 +351,16 @@ class FaultUpstream:
             return await self._sse(w, encode_data(chat_chunks()[:2], done=False) + b"data: {not json\n\n")
         if name == "no-terminator":  # a clean HTTP end, but no [DONE] and no finish_reason
             return await self._sse(w, encode_data(chat_chunks()[:4], done=False))
+        if name.startswith("resp-"):
+            found = responses_scenario(name)
+            if isinstance(found, dict):
+                return await self._json(w, found)
+            if found is not None:
+                return await self._sse(w, responses_sse(found))
+        if name == "resp-cut":  # n events of the text answer, then the connection drops mid-body
+            parts = [responses_sse([e]) for e in responses_events(responses_json())[:n]]
+            await self._sse(w, *parts, end=False)
+            return False
         if name == "json":
             return await self._json(w, chat_json())
         if name == "json-tools":

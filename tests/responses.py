@@ -111,8 +111,194 @@ def text_completions(draw: st.DrawFn) -> dict[str, Any]:
     return resp
 
 
+_ident = st.text("abcdef0123456789", min_size=1, max_size=8)
+
+
+@st.composite
+def _output_text(draw: st.DrawFn) -> dict[str, Any]:
+    part: dict[str, Any] = {"type": "output_text", "annotations": [], "logprobs": [], "text": draw(_text)}
+    if draw(st.booleans()):
+        part["annotations"] = [
+            {
+                "type": "url_citation",
+                "start_index": 0,
+                "end_index": 1,
+                "title": draw(_text),
+                "url": "https://x.test",
+            }
+        ]
+    return part
+
+
+@st.composite
+def _response_item(draw: st.DrawFn, index: int) -> dict[str, Any]:
+    kind = draw(
+        st.sampled_from(["message", "function_call", "reasoning", "web_search_call", "custom_tool_call"])
+    )
+    item_id = f"{kind[:2]}_{index}_{draw(_ident)}"
+    if kind == "message":
+        parts = draw(st.lists(_output_text(), min_size=1, max_size=2))
+        if draw(st.booleans()):
+            parts.append({"type": "refusal", "refusal": draw(_text)})
+        return {
+            "id": item_id,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": parts,
+        }
+    if kind == "function_call":
+        args = json.dumps(draw(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)))
+        name = draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True))
+        return {
+            "id": item_id,
+            "type": "function_call",
+            "status": "completed",
+            "arguments": args,
+            "call_id": f"call_{draw(_ident)}",
+            "name": name,
+        }
+    if kind == "reasoning":
+        item: dict[str, Any] = {
+            "id": item_id,
+            "type": "reasoning",
+            "summary": [{"type": "summary_text", "text": t} for t in draw(st.lists(_text, max_size=2))],
+        }
+        if draw(st.booleans()):
+            item["content"] = [{"type": "reasoning_text", "text": draw(_text)}]
+        if draw(st.booleans()):
+            item["encrypted_content"] = draw(_ident)
+        return item
+    if kind == "web_search_call":
+        action = {"type": "search", "query": draw(_text)}
+        return {"id": item_id, "type": "web_search_call", "status": "completed", "action": action}
+    return {
+        "id": item_id,
+        "type": "custom_tool_call",
+        "call_id": f"call_{draw(_ident)}",
+        "name": "grammar",
+        "input": draw(_text),
+    }
+
+
+@st.composite
+def responses_api(draw: st.DrawFn) -> dict[str, Any]:
+    """Responses API bodies (``object: response``): text, refusals, annotations, function calls,
+    reasoning (summary, raw text, encrypted), hosted and custom tool calls; completed or
+    incomplete."""
+    status = draw(st.sampled_from(["completed", "completed", "incomplete"]))
+    resp: dict[str, Any] = {
+        "id": f"resp_{draw(_ident)}",
+        "object": "response",
+        "created_at": draw(st.integers(1, 2**31)),
+        "status": status,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "model": draw(st.text(min_size=1, max_size=12)),
+        "output": [draw(_response_item(i)) for i in range(draw(st.integers(0, 4)))],
+    }
+    if draw(st.booleans()):
+        resp["usage"] = {
+            "input_tokens": 3,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 5,
+            "output_tokens_details": {"reasoning_tokens": 1},
+            "total_tokens": 8,
+        }
+    if draw(st.booleans()):
+        resp["completed_at"] = resp["created_at"] + 1
+    return resp
+
+
+_json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+_citation = st.fixed_dictionaries(
+    {
+        "type": st.just("web_search_result_location"),
+        "cited_text": _text,
+        "url": st.just("https://example.org/"),
+    }
+)
+
+
+@st.composite
+def _anthropic_block(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(
+        st.sampled_from(
+            ["text", "text", "thinking", "redacted_thinking", "tool_use", "server_tool_use", "result"]
+        )
+    )
+    if kind == "text":
+        block: dict[str, Any] = {"type": "text", "text": draw(_text)}
+        if draw(st.booleans()):
+            block["citations"] = draw(st.one_of(st.none(), st.lists(_citation, max_size=2)))
+        return block
+    if kind == "thinking":
+        block = {"type": "thinking", "thinking": draw(_text)}
+        if draw(st.integers(0, 4)):  # llama.cpp's empty signature and none at all happen too
+            block["signature"] = draw(st.text("abcXYZ019+/=", max_size=20))
+        return block
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": draw(st.text("abcXYZ019+/=", min_size=1, max_size=20))}
+    if kind == "result":
+        return {
+            "type": "web_search_tool_result",
+            "tool_use_id": "srvtoolu_1",
+            "content": draw(
+                st.lists(st.dictionaries(st.text(max_size=5), _json_value, max_size=3), max_size=2)
+            ),
+        }
+    block = {
+        "type": kind,
+        "id": draw(st.text("abc_0123", min_size=1, max_size=10)),
+        "name": draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True)),
+        "input": draw(st.dictionaries(st.text(max_size=5), _json_value, max_size=4)),
+    }
+    if draw(st.booleans()):
+        block["caller"] = {"type": "direct"}
+    return block
+
+
+@st.composite
+def anthropic_messages(draw: st.DrawFn) -> dict[str, Any]:
+    """Anthropic Messages bodies: every block kind the API streams or sends whole, the usage
+    fields real servers send (Anthropic's and llama.cpp's), stop fields as the wire has them."""
+    usage: dict[str, Any] = {
+        "input_tokens": draw(st.integers(0, 10**6)),
+        "output_tokens": draw(st.integers(0, 10**5)),
+    }
+    for key in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+        if draw(st.booleans()):
+            usage[key] = draw(st.integers(0, 10**5))
+    if draw(st.booleans()):
+        usage["service_tier"] = "standard"
+        usage["cache_creation"] = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+    if draw(st.booleans()):
+        usage["server_tool_use"] = {"web_search_requests": draw(st.integers(0, 3))}
+    msg: dict[str, Any] = {
+        "id": draw(st.text(min_size=1, max_size=12)),
+        "type": "message",
+        "role": "assistant",
+        "model": draw(st.text(min_size=1, max_size=12)),
+        "content": draw(st.lists(_anthropic_block(), max_size=4)),
+        "stop_reason": draw(
+            st.sampled_from(["end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn"])
+        ),
+        "stop_sequence": draw(st.one_of(st.none(), st.text(min_size=1, max_size=4))),
+        "usage": usage,
+    }
+    if draw(st.booleans()):
+        msg["container"] = draw(st.one_of(st.none(), st.fixed_dictionaries({"id": st.text(max_size=6)})))
+    return msg
+
+
 # valid responses of each dialect, as its API's contract describes them
 RESPONSES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "chat": chat_completions(json_arguments=True),
     "completions": text_completions(),
+    "responses": responses_api(),
+    "anthropic": anthropic_messages(),
 }

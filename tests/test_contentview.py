@@ -259,6 +259,20 @@ def test_auto_selected_for_a_chat_stream(registered: object) -> None:
     assert text == EXPECTED
 
 
+def test_auto_selected_for_a_responses_stream(registered: object) -> None:
+    from fault_upstream import responses_events, responses_json, responses_sse
+
+    body = responses_sse(responses_events(responses_json(tools=True)))
+    name, text = auto_view(sse_flow(body, "/v1/responses"))
+    assert name == "LLM stream"
+    assert text.splitlines()[:4] == [
+        "LLM stream · responses · 11 events · status: completed",
+        "model: fault · id: resp_fault",
+        "tool calls:",
+        "  [0] get_weather (id call_1)",
+    ]
+
+
 def test_auto_selected_for_a_recorded_flow(registered: object) -> None:
     f = next(read_flows(RECORDING))
     name, text = auto_view(f)
@@ -302,3 +316,19 @@ def test_the_api_matches_the_running_line() -> None:
     # 11 has only the View API; 12 adds Contentview (and keeps View as a deprecated wrapper)
     major = int(version.VERSION.split(".")[0])
     assert contentview.IS_12 is (major >= 12)
+
+
+def test_auto_selected_for_anthropic_messages(registered: object) -> None:
+    """An Anthropic Messages stream (a recording from llama-server) and a synthesized one with
+    thinking and a tool call: the view picks itself and shows the assembled message."""
+    import anthropic_streams
+
+    f = next(read_flows(ROOT / "recordings" / "anthropic-tool__stream-client__as-requested.flow"))
+    name, text = auto_view(f)
+    assert name == "LLM stream"
+    assert text.startswith("LLM stream · anthropic · ") and "stop_reason: tool_use" in text
+    assert "get_weather" in text
+    name, text = auto_view(sse_flow(anthropic_streams.stream("thinking"), "/v1/messages"))
+    assert name == "LLM stream"
+    assert "reasoning:\n  The user wants the weather; call the tool." in text
+    assert '  [0] get_weather (id toolu_01)\n    {\n      "city": "Paris",' in text

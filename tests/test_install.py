@@ -95,3 +95,28 @@ def test_the_version_check_stops_a_suite_that_got_another_line() -> None:
         "no-such-package-here not installed where this suite is for no-such-package-here 1.x: "
         "pip resolved another line\n"
     )
+
+
+def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
+    """A non-editable install gets the whole package (framing/, mitm/ and the dialects too)."""
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("streamshim-*.whl")
+    packed = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
+    source = {str(p.relative_to(ROOT / "addons")) for p in (ROOT / "addons" / "streamshim").rglob("*.py")}
+    assert source and source <= packed, sorted(source - packed)

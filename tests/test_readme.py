@@ -35,11 +35,44 @@ def test_the_start_command_uses_the_shipped_rules() -> None:
     assert "streamshim_rules" not in start  # the default is the shipped rules.yaml
 
 
+def code_tables() -> dict[str, dict[str, str]]:
+    """Each check-code table of the README, by the dialects named (in backticks) in the paragraph
+    right above it: ``{dialect: {code: severity}}``."""
+    from streamshim import dialects
+
+    tables: dict[str, dict[str, str]] = {}
+    lines = README.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("| code | severity |"):
+            continue
+        above = lines[:i]
+        while above and not above[-1].strip():
+            above.pop()
+        start = max((j for j, t in enumerate(above) if not t.strip()), default=-1) + 1
+        before = " ".join(above[start:])  # the paragraph right above the table
+        named = [n for n in re.findall(r"`([a-z]+)`", before) if n in dialects.names()]
+        assert named, f"the check-code table at line {i + 1} names no dialect: {before!r}"
+        rows = {}
+        for row in lines[i + 2 :]:
+            m = re.match(r"^\| `([a-z-]+)` \| (error|warning) \|", row)
+            if not m:
+                break
+            rows[m[1]] = m[2]
+        for name in named:
+            assert name not in tables, f"two check-code tables name `{name}`"
+            tables[name] = rows
+    return tables
+
+
 def test_every_check_code_is_documented_with_its_severity() -> None:
+    """One table per dialect, in step with the code (the chat table covers legacy completions)."""
+    from streamshim import dialects
     from streamshim.check import codes
 
-    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (error|warning) \|", README, flags=re.M))
-    assert rows == {code: severity for code, (severity, _) in codes("chat").items()}
+    tables = code_tables()
+    assert set(tables) == set(dialects.names())
+    for name in dialects.names():
+        assert tables[name] == {code: severity for code, (severity, _) in codes(name).items()}, name
 
 
 def listen_ports(line: str) -> set[int]:

@@ -34,6 +34,19 @@ def test_there_are_recordings_of_every_kind() -> None:
         "fault-error-event",
         "fault-gzip",
     }
+    for case in ("text", "tool"):  # the Responses API, from llama.cpp's llama-server
+        for client in ("stream-client", "json-client"):
+            for rule in ("upstream-stream", "upstream-json", "as-requested"):
+                assert f"llama-server-responses-{case}__{client}__{rule}" in names
+    for case in ("text", "tool"):  # Anthropic Messages, from llama.cpp's llama-server
+        for client in ("stream-client", "json-client"):
+            for rule in ("upstream-stream", "upstream-json", "as-requested"):
+                assert f"anthropic-{case}__{client}__{rule}" in names
+    assert {n.split("__")[0] for n in names if n.startswith("anthropic-fault-")} >= {
+        "anthropic-fault-overloaded",
+        "anthropic-fault-cut-tool",
+        "anthropic-fault-spliced",
+    }
     assert sum(p.stat().st_size for p in RECORDINGS) < 1_000_000
 
 
@@ -102,6 +115,10 @@ def test_no_secret_in_any_committed_recording() -> None:
     [
         ("llama-tool__json-client__upstream-stream", "stream"),
         ("llama-text__stream-client__upstream-json", "json"),
+        ("llama-server-responses-tool__json-client__upstream-stream", "stream"),
+        ("llama-server-responses-text__stream-client__upstream-json", "json"),
+        ("anthropic-tool__json-client__upstream-stream", "stream"),
+        ("anthropic-tool__stream-client__upstream-json", "json"),
     ],
 )
 def test_offline_server_replay_through_the_addon(tmp_path: Path, name: str, rule: str) -> None:
@@ -228,7 +245,7 @@ def test_flows_loaded_from_a_file_leave_no_live_stream() -> None:
     from proxy import ADDON, MITMDUMP
 
     files = [p for p in RECORDINGS if p.stem.endswith("stream-client__as-requested")]
-    assert len(files) == 6
+    assert len(files) >= 6
     args = [str(MITMDUMP), "-n", "-s", str(ADDON)] + [a for f in files for a in ("-r", str(f))]
     out = subprocess.run(args, capture_output=True, timeout=60, check=False)
     text = out.stdout.decode() + out.stderr.decode()

@@ -207,3 +207,98 @@ def test_every_recorded_chat_stream_repaired_means_the_same_and_has_nothing_left
     before = [r for r in streams if not {f.code for f in check_stream(r.body, "chat").findings} & REPAIRABLE]
     assert identical >= len(before)  # every stream with nothing to repair came out byte-identical
     print(f"\ncorpus chat streams through the repairer: {identical} byte-identical, {changed} repaired")
+
+
+# -- the other dialects ------------------------------------------------------------------------------
+
+
+def through(name: str, body: bytes, step: int = 11, clean: bool = True) -> tuple[bytes, dict]:
+    d = dialects.get(name)
+    rep = d.repairer(Asked(stream=True), strip_usage=False, repair=True)
+    assert rep is not None
+    f = EventFilter(d, rep)
+    out = b"".join(f.feed(body[i : i + step]) for i in range(0, len(body), step)) + f.close(clean)
+    return out, rep.counts
+
+
+@pytest.mark.parametrize("tools", [False, True])
+def test_llama_servers_responses_stream_is_given_what_the_sdk_helper_needs(tools: bool) -> None:
+    import responses_sdk
+    from fault_upstream import responses_events, responses_json, responses_sse
+    from test_responses import llama_server_shape
+
+    answer = responses_json(tools=tools)
+    body = responses_sse(llama_server_shape(responses_events(answer)))
+    assert responses_sdk.helper(body).error is not None  # the SDK helper fails on it as sent
+    out, counts = through("responses", body)
+    lacked = {"sequence-missing", "output-index-missing", "created-no-output"}
+    lacked |= set() if tools else {"content-index-missing"}  # the function call has no parts
+    assert lacked <= set(counts), counts
+    read = responses_sdk.helper(out)
+    assert read.error is None, read.failed
+    final = read.final.model_dump(mode="json", exclude_none=True)
+    assert [i["type"] for i in final["output"]] == [i["type"] for i in answer["output"]]
+    assert compare(meaning(200, STREAM, body, "responses"), meaning(200, STREAM, out, "responses"))[0] == []
+    left = {f.code for f in check_stream(out, "responses").findings}
+    assert not left & {
+        "sequence-missing",
+        "output-index-missing",
+        "content-index-missing",
+        "created-no-output",
+    }
+
+
+def test_a_responses_stream_cut_with_a_clean_end_gets_an_error_event() -> None:
+    import responses_sdk
+    from fault_upstream import responses_events, responses_json, responses_sse
+
+    events = responses_events(responses_json())
+    body = responses_sse(events[:-1])  # everything but the terminal event
+    out, counts = through("responses", body)
+    assert counts == {"no-terminal": 1}
+    last = out.split(b"\n\n")[-2]
+    assert last.startswith(b"event: error\n") and b'"code":"truncated"' in last
+    assert responses_sdk.helper(out).error is not None  # the SDK raises, not a quiet end
+    assert through("responses", body, clean=False) == (body, {})
+
+
+def test_anthropic_streams_are_ended_right_or_with_an_error_the_sdk_raises() -> None:
+    from anthropic_sdk import sdk_outcome
+    from anthropic_streams import cut_before_stop, cut_in_tool_json, stream
+
+    whole = stream("tool")
+    assert through("anthropic", whole) == (whole, {})
+    # message_delta with its stop_reason arrived, message_stop did not: the stream is complete
+    cut = cut_before_stop("tool")
+    out, counts = through("anthropic", cut)
+    assert counts == {"no-message-stop": 1} and out.endswith(
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    assert sdk_outcome(out) == sdk_outcome(whole)
+    # cut inside the tool's input JSON: the SDK would heal it to {}; it gets an error instead
+    torn = cut_in_tool_json()
+    assert isinstance(sdk_outcome(torn), dict)  # the SDK's own verdict: a "complete" message
+    out, counts = through("anthropic", torn)
+    assert counts == {"truncated": 1}
+    assert str(sdk_outcome(out)).startswith("raises ")
+
+
+def test_unnamed_anthropic_events_get_their_names() -> None:
+    from anthropic_sdk import sdk_outcome
+    from anthropic_streams import stream
+
+    whole = stream("text")
+    unnamed = b"\n".join(line for line in whole.split(b"\n") if not line.startswith(b"event: "))
+    out, counts = through("anthropic", unnamed)
+    assert counts["event-name-missing"] >= 5
+    assert sdk_outcome(out) == sdk_outcome(whole)
+
+
+@pytest.mark.parametrize("api", ["responses", "anthropic"])
+def test_every_recorded_stream_of_the_other_dialects_passes_byte_for_byte(api: str) -> None:
+    require_corpus()
+    streams = [r for r in recorded(api) if r.mode == "stream" and r.status == 200]
+    assert len(streams) >= 20
+    for r in streams:
+        out, counts = through(api, r.body, step=101)
+        assert (out, counts) == (r.body, {}), r.name

@@ -1,6 +1,6 @@
 """The ``streamshim`` command line: the core's conversions on files or stdin.
 
-    streamshim aggregate [FILE] [--api chat|completions] [--partial]
+    streamshim aggregate [FILE] [--api chat|completions|responses|…] [--partial]
     streamshim synthesize [FILE] [--api …] [--include-usage] [--chunk-chars N]
     streamshim scrub IN OUT [--header H] [--field F] [--fixture]
     streamshim replay PATH… [--update]
@@ -37,7 +37,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -46,7 +46,7 @@ from .check import Side, check_side
 from .dialects.base import Report
 from .errors import BadRecording, BadResponse, StreamError, printable
 from .framing import decode_json, json_utf8, sniff
-from .meaning import compare, meaning
+from .meaning import compare, decoded, is_stream, meaning
 
 EXIT_OK = 0
 EXIT_FINDING = 1  # a broken stream, an error finding, a difference
@@ -120,7 +120,18 @@ def _print_json(obj: object) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    name, body = _read(args.file)
+    items, code = _bodies(args.file, stream=True)
+    for item in items:
+        try:
+            code = max(code, _aggregate(item, args))
+        except BadInput as exc:
+            _say(exc.where, exc.message)
+            code = EXIT_BAD_INPUT
+    return code
+
+
+def _aggregate(item: _Input, args: argparse.Namespace) -> int:
+    name, body = item.name, item.side.body
     dialect = dialects.resolve(args.api, body=body)
     assert dialect is not None
     if sniff(body) != dialect.framing_name:
@@ -142,7 +153,18 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    name, body = _read(args.file)
+    items, code = _bodies(args.file, stream=False)
+    for item in items:
+        try:
+            code = max(code, _synthesize(item, args))
+        except BadInput as exc:
+            _say(exc.where, exc.message)
+            code = EXIT_BAD_INPUT
+    return code
+
+
+def _synthesize(item: _Input, args: argparse.Namespace) -> int:
+    name, body = item.name, item.side.body
     try:
         resp = decode_json(body)
     except ValueError as exc:
@@ -158,6 +180,32 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         return EXIT_FINDING
     _write(out)
     return EXIT_OK
+
+
+def _bodies(path: str | None, stream: bool) -> tuple[list[_Input], int]:
+    """The bodies to convert, and the exit status so far: a body file is one; in a flow file,
+    each flow's upstream response that is a stream (``stream``) or a JSON body (not
+    ``stream``), its content-encoding undone (one that cannot be undone is said, and is a
+    finding: the stream's own fault, as in ``check``)."""
+    items = _inputs(path, ("upstream",))
+    if len(items) == 1 and items[0].side.name == "file":
+        return items, EXIT_OK
+    out, code = [], EXIT_OK
+    for item in items:
+        side = item.side
+        try:
+            body = decoded(side.headers, side.body)
+        except ValueError as exc:
+            _say(item.name, f"{exc} (skipped)")
+            code = EXIT_FINDING
+            continue
+        if 200 <= side.status < 300 and is_stream(side.headers, body) == stream:
+            out.append(_Input(item.name, replace(side, body=body)))
+    if not out and code == EXIT_OK:
+        what = "stream" if stream else "JSON answer"
+        name = "<stdin>" if path in (None, "-") else str(path)
+        raise BadInput(name, f"no upstream {what} in the flow file")
+    return out, code
 
 
 def _flows(name: str, data: bytes) -> list[Any]:
@@ -252,14 +300,17 @@ class _Input:
     side: Side
 
 
-def _inputs(path: str, sides: Sequence[str], bodies: Sequence[str], what: str) -> list[_Input]:
-    """A body file is one input, when ``sniff`` finds it one of ``bodies`` (``what`` names them);
-    a flow file gives the chosen sides of each of its flows."""
+def _inputs(
+    path: str | None, sides: Sequence[str], bodies: Sequence[str] | None = None, what: str = ""
+) -> list[_Input]:
+    """A body file is one input, when ``sniff`` finds it one of ``bodies`` (``what`` names them;
+    ``None``: any body, the command judges it); a flow file gives the chosen sides of each of its
+    flows."""
     from .mitm.recording import flow_sides
 
     name, data = _read(path)
     if not _looks_like_flows(data):
-        if sniff(data) not in bodies:
+        if bodies is not None and sniff(data) not in bodies:
             raise BadInput(name, f"neither {what} nor a flow file: {_kind(data)}")
         return [_Input(name, Side("file", b"", 200, [], data))]
     out = []
@@ -391,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     api_help = f"API dialect ({', '.join(dialects.names())}); default: detected from the payload"
 
     agg = sub.add_parser("aggregate", help="SSE body → the aggregated non-stream JSON")
-    agg.add_argument("file", nargs="?", help="SSE body (default: stdin)")
+    agg.add_argument(
+        "file", nargs="?", help="SSE body, or a flow file (each upstream stream in it) (default: stdin)"
+    )
     agg.add_argument("--api", choices=dialects.names(), help=api_help)
     agg.add_argument(
         "--partial", action="store_true", help="on error, still print what was aggregated so far"
@@ -399,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     agg.set_defaults(func=cmd_aggregate)
 
     syn = sub.add_parser("synthesize", help="non-stream JSON body → SSE")
-    syn.add_argument("file", nargs="?", help="JSON body (default: stdin)")
+    syn.add_argument(
+        "file", nargs="?", help="JSON body, or a flow file (each upstream JSON answer in it) (default: stdin)"
+    )
     syn.add_argument("--api", choices=dialects.names(), help=api_help)
     syn.add_argument("--include-usage", action="store_true", help="end with a usage chunk (choices: [])")
     syn.add_argument(

@@ -6,7 +6,8 @@ in ``DIALECTS``; nothing outside this package knows any API.
 Which dialect applies, in this order (``resolve``):
 
 1. an explicit name: the rule key ``api:`` or the CLI's ``--api``;
-2. the request path (``…/chat/completions``, ``…/completions``; the longest suffix wins);
+2. the request path (``…/chat/completions``, ``…/completions``, ``…/responses``; the longest
+   suffix wins);
 3. only where there is no request (a file on the command line, a body in the content view): the
    payload's own shape, its ``object``/``type`` first.
 
@@ -20,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..framing import FRAMINGS, decode_json, sniff
-from . import chat, completions
+from . import anthropic, chat, completions, responses
 from .base import Dialect
 
-DIALECTS: tuple[Dialect, ...] = (chat.DIALECT, completions.DIALECT)
+DIALECTS: tuple[Dialect, ...] = (chat.DIALECT, completions.DIALECT, responses.DIALECT, anthropic.DIALECT)
 BY_NAME: dict[str, Dialect] = {d.name: d for d in DIALECTS}
 DEFAULT = chat.DIALECT
 SNIFF_BYTES = 65536  # how much of a stream ``detect_body`` decodes to find a telling event

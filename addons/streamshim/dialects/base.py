@@ -136,21 +136,50 @@ class Dialect(ABC):
         """The error body, in this API's own error envelope, a JSON client gets instead of an
         answer streamshim could not make (``partial``: what arrived before the fault)."""
 
+    def error_status(self, upstream_error: Any) -> int:
+        """The HTTP status a JSON client gets with ``error_body`` for a stream that failed with
+        the upstream's own error object ``upstream_error`` (``None``: streamshim found the fault).
+        Default 502; a dialect whose API answers some errors with their own status (Anthropic's
+        ``overloaded_error`` is 529) returns it, so that clients retry and report as they would
+        for a direct call."""
+        return 502
+
     @abstractmethod
     def error_of(self, body: Any) -> tuple[str, str, Any] | None:
         """``(code, message, partial)`` when a JSON body is this API's error envelope (streamshim's
         own included, with what it kept of a broken stream), else ``None``."""
 
+    # the request fields that make the prompt (for the estimate of its tokens); none: no fill
+    prompt_keys: ClassVar[tuple[str, ...]] = ()
+    # what this API calls the two counts, for the flow's account
+    usage_words: ClassVar[tuple[str, str]] = ("prompt", "completion")
+
     def fill_usage(self, response: dict[str, Any], method: str, generated: int, request: Any) -> str | None:
         """Give a response built from a stream that carried no usage the usage a non-stream body
-        always has (``method``: estimate, zeros, off). Returns how it was filled, for the flow's
-        account (``None``: nothing filled). Dialects whose streams always carry usage keep this
-        default."""
-        return None
+        always has (``method``: estimate, zeros, off): ``estimate`` counts the stream's events
+        that carried generated tokens and the request's prompt characters / ``CHARS_PER_TOKEN``.
+        Returns how it was filled, for the flow's account (``None``: nothing filled)."""
+        if self.usage_of(response) is not None or method == "off" or not self.prompt_keys:
+            return None
+        if method == "zeros":
+            response["usage"] = self.usage_record(0, 0)
+            return "zeros"
+        prompt = estimate_tokens(prompt_chars(request, self.prompt_keys))
+        response["usage"] = self.usage_record(prompt, generated)
+        asked, answered = self.usage_words
+        return (
+            f"estimate: {generated} {answered} tokens = chunks with generated text, "
+            f"{prompt} {asked} tokens = request characters / {CHARS_PER_TOKEN}"
+        )
+
+    def usage_record(self, prompt: int, completion: int) -> dict[str, Any]:
+        """A usage object of this API with these counts (for ``fill_usage``)."""
+        raise NotImplementedError(f"{self.name} fills no usage")
 
     def usage_of(self, response: dict[str, Any]) -> dict[str, Any] | None:
         """The response's usage record, ``None`` when it has none."""
-        return None
+        usage = response.get("usage")
+        return usage if isinstance(usage, dict) else None
 
     def repairer(self, asked: Asked, *, strip_usage: bool, repair: bool) -> Repairer | None:
         """What rewrites this dialect's stream on its way to a stream client, event by event:
@@ -553,6 +582,19 @@ def error_text(err: Any, raw: str) -> str:
     if isinstance(err, str) and err:
         return printable(err)
     return snippet(raw, 200)
+
+
+def envelope_error(body: Any, answer_key: str) -> tuple[str, str, Any] | None:
+    """``(code, message, partial)`` of an ``{"error": …}`` envelope (OpenAI's, Anthropic's), the
+    partial answer streamshim keeps in it included; ``None`` for a body that holds an answer
+    (its ``answer_key``) or no error."""
+    if not isinstance(body, dict) or answer_key in body or "error" not in body:
+        return None
+    err = body["error"]
+    if isinstance(err, dict):
+        code = err.get("code") or err.get("type") or "unknown"
+        return str(code), str(err.get("message")), err.get("partial_response")
+    return "unknown", str(err), None
 
 
 def split_text(text: str, chunk_chars: int) -> list[str]:

@@ -17,7 +17,6 @@ from typing import Any, ClassVar, Protocol
 from ..errors import TruncatedStream
 from ..framing import Event, decode_json, encode_json
 from .base import (
-    CHARS_PER_TOKEN,
     DEFAULT_CHUNK_CHARS,
     FRAMING_CODES,
     Aggregator,
@@ -30,8 +29,7 @@ from .base import (
     Severity,
     Watch,
     clip,
-    estimate_tokens,
-    prompt_chars,
+    envelope_error,
     try_json,
 )
 
@@ -99,7 +97,6 @@ class OpenAIDialect(Dialect):
 
     object_name: ClassVar[str]  # the non-stream body's ``object``
     chunk_object: ClassVar[str]
-    prompt_keys: ClassVar[tuple[str, ...]]  # request fields that make the prompt
     terminal_name = DONE
     watch = Watch(
         terminal=(b"data: [DONE]", b"data:[DONE]"),
@@ -163,38 +160,11 @@ class OpenAIDialect(Dialect):
         return {"error": err}
 
     def error_of(self, body: Any) -> tuple[str, str, Any] | None:
-        if not isinstance(body, dict) or "choices" in body or "error" not in body:
-            return None
-        err = body["error"]
-        if isinstance(err, dict):
-            code = err.get("code") or err.get("type") or "unknown"
-            return str(code), str(err.get("message")), err.get("partial_response")
-        return "unknown", str(err), None
+        return envelope_error(body, "choices")
 
     # -- usage ------------------------------------------------------------------------------
-    def usage_of(self, response: dict[str, Any]) -> dict[str, int] | None:
-        usage = response.get("usage")
-        return usage if isinstance(usage, dict) else None
-
-    def fill_usage(self, response: dict[str, Any], method: str, generated: int, request: Any) -> str | None:
-        if response.get("usage") is not None or method == "off":
-            return None
-        if method == "zeros":
-            prompt = completion = 0
-            how = "zeros"
-        else:
-            completion = generated
-            prompt = estimate_tokens(prompt_chars(request, self.prompt_keys))
-            how = (
-                f"estimate: {completion} completion tokens = chunks with generated text, "
-                f"{prompt} prompt tokens = request characters / {CHARS_PER_TOKEN}"
-            )
-        response["usage"] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-        return how
+    def usage_record(self, prompt: int, completion: int) -> dict[str, Any]:
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def repairer(self, asked: Asked, *, strip_usage: bool, repair: bool) -> Repairer | None:
         if not (strip_usage or repair):

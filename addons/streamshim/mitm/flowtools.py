@@ -60,15 +60,21 @@ def set_body(
 
 
 def fail(
-    flow: http.HTTPFlow, state: FlowState, dialect: Dialect, error_body: dict[str, Any], text: str
+    flow: http.HTTPFlow,
+    state: FlowState,
+    dialect: Dialect,
+    error_body: dict[str, Any],
+    text: str,
+    status: int = 502,
 ) -> None:
-    """Answer the client 502 with ``error_body`` (the dialect's envelope), keeping the upstream's
-    own response in the state."""
+    """Answer the client ``status`` (502 unless the dialect says otherwise for an upstream's own
+    error) with ``error_body`` (the dialect's envelope), keeping the upstream's own response in
+    the state."""
     resp = response_of(flow)
     state.upstream_response = resp.raw_content
     state.upstream_status = resp.status_code
-    resp.status_code = 502
-    resp.reason = "Bad Gateway"
+    resp.status_code = status
+    resp.reason = http.status_codes.RESPONSES.get(status, "Error")
     set_body(resp, json_bytes(error_body), "application/json")
     comment(flow, state, text, problem=True)
 

@@ -278,6 +278,7 @@ class Shim:
                     exc.describe(), exc.kind, partial=exc.partial, upstream_error=exc.upstream_error
                 ),
                 f"SSE→JSON failed: {exc.kind} at {exc.where()}: {exc.message}",
+                status=dialect.error_status(exc.upstream_error),
             )
             return
         usage, promoted = self._finish_answer(flow, state, dialect, result, agg)
@@ -330,10 +331,8 @@ class Shim:
         set_body(
             resp, body, f"{framing.media_type}; charset=utf-8", stream_headers=True, http1=is_http1(flow)
         )
-        events = len(framing.decoder().feed(body))
-        comment(
-            flow, state, f"JSON→SSE: {events - 1} chunks, {len(content)} B → {len(body)} B{promoted}{note}"
-        )
+        events = body.count(framing.event_ends[0])  # the encoder ends every event so
+        comment(flow, state, f"JSON→SSE: {events} events, {len(content)} B → {len(body)} B{promoted}{note}")
 
     def _json_for_json_client(
         self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, content: bytes
