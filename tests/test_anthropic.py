@@ -683,3 +683,24 @@ def test_corpus_counts() -> None:
     """The numbers the README states."""
     assert (len(STREAMS), len(BODIES)) == (23, 22)
     assert sum(pair_of(r) is not None for r in STREAMS) == 22
+
+
+# -- found by the mutation fuzz (tests/test_fuzz_mutation.py) -----------------------------------------
+
+
+def test_a_type_that_is_no_string_is_no_anthropic_event() -> None:
+    """``detect`` looked ``type`` up in a set: ``"type": []`` raised TypeError out of every
+    detection (aggregate, check, the view), and the checker's delta type did the same."""
+    assert dialects.detect({"type": [], "message": {}}) is None and D.detect({"type": {}}) == 0
+    body = TOOL_HEAD + delta(0, type=["input_json_delta"], partial_json="{}") + stop(0) + end("tool_use")
+    codes = [f.code for f in check_stream(body, "anthropic").findings]
+    assert "delta-unknown" in codes
+
+
+def test_input_spoiled_after_its_block_stopped_is_malformed() -> None:
+    """A delta after ``content_block_stop`` is accepted (a problem), but it may spoil the input
+    JSON that parsed at the stop: ``finish`` raised the parser's ValueError building the answer."""
+    body = TOOL_HEAD + delta(0, type="input_json_delta", partial_json='{"a": 1}') + stop(0)
+    body += delta(0, type="input_json_delta", partial_json="}") + end("tool_use")
+    with pytest.raises(MalformedEvent, match=r"content block 0 .*does not parse at the end"):
+        aggregate(body, "anthropic")

@@ -357,8 +357,10 @@ class MessagesAggregator(Aggregator):
             self.fail(TruncatedStream, "stream ended with message_stop but no stop_reason", None)
             return
         for i in open_blocks:
-            block = self.blocks[i]
             self.problems.append(f"content block {i} never got its content_block_stop")
+        # every block's input, not only the open ones': a delta after content_block_stop (a
+        # problem, accepted) may have spoiled what parsed there
+        for i, block in sorted(self.blocks.items()):
             if block.input is not None:
                 try:
                     block.parsed_input()
@@ -559,7 +561,7 @@ class MessagesChecker(Checker):
         dtype = delta.get("type")
         if st.stopped:
             self.add("delta-after-stop", num, f"{dtype} for block {index}, stopped at event {st.stopped}")
-        if dtype not in BLOCK_OF_DELTA:
+        if not isinstance(dtype, str) or dtype not in BLOCK_OF_DELTA:
             self.add("delta-unknown", num, f"delta type {dtype!r} on a {st.kind!r} block")
         elif not fits(dtype, st.kind, st.has_input):
             self.add("delta-wrong-block", num, f"{dtype} on block {index}, a {st.kind!r} block")
@@ -690,6 +692,8 @@ class Messages(Dialect):
         if not isinstance(payload, dict) or "object" in payload:
             return 0
         kind = payload.get("type")
+        if not isinstance(kind, str):  # absent, or a value no event has ([], 1, …)
+            return 0
         if kind == "message" and isinstance(payload.get("content"), list):
             return 2
         if kind in STREAM_EVENTS and kind not in ("ping", "error"):
