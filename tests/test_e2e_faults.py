@@ -354,7 +354,7 @@ def test_flows_carry_comment_mark_and_both_sides(fault: FaultUpstream, tmp_path:
     assert meta["upstream_response"] == encode_data(chat_chunks())
     assert agg.response.json()["choices"][0]["message"]["content"] == TEXT  # what the client got
     live = own.flow_with(b"flowcheck-2")
-    assert live.comment.startswith("streamshim [as-requested] SSE passthrough: 10 events")  # 9 + [DONE]
+    assert live.comment == "streamshim [as-requested] SSE passthrough: 1698 B in, 1698 B out; ended with [DONE]"
     assert live.response.content == encode_data(chat_chunks())  # streamed, and still visible
     failed = own.flow_with(b"flowcheck-3")
     assert failed.marked == ":warning:" and "malformed at event 3" in failed.comment
@@ -470,12 +470,12 @@ def test_huge_client_body_is_rewritten_and_answered(shim: Mitmdump, fault: Fault
     assert sent["stream"] is False and sent["messages"][0]["content"] == text
 
 
-def test_plain_mitmdump_judges_passthrough_streams_after_the_end_was_sent(
+def test_plain_mitmdump_judges_passthrough_streams_without_keeping_them(
     fault: FaultUpstream, tmp_path: Path
 ) -> None:
-    """Without -w, mitmweb or --flow-detail 3 nothing reads a streamed flow in its hook: it is
-    judged once mitmproxy has sent the client the end of the stream. Cut and failed streams are
-    still said, in the log (warning) as in the flow."""
+    """Without -w, mitmweb or --flow-detail 3 nothing reads a streamed flow's body: it is not
+    kept (no copy of every stream), and the stream is judged by how it ended all the same. Cut and
+    failed streams are still said, in the log (warning) as in the flow."""
     rules = "rules:\n  - name: as-requested\n    upstream: as-requested\n"
     m = Mitmdump(tmp_path, {"asis": fault.url}, rules, save=False).start()
     try:
@@ -492,7 +492,7 @@ def test_plain_mitmdump_judges_passthrough_streams_after_the_end_was_sent(
     lines = [line for line in m.log().splitlines() if "SSE passthrough" in line]
     assert len(lines) == 4, m.log()
     assert "ended with [DONE]" in lines[0]
-    assert "upstream error at event 3" in lines[1] and "model overloaded" in lines[1]
+    assert "upstream error at byte 392" in lines[1] and "model overloaded" in lines[1]
     assert "ended without [DONE]: truncated" in lines[2]
     assert "broken:" in lines[3]
 

@@ -374,13 +374,17 @@ def test_the_watch_knows_the_end_and_the_errors() -> None:
     assert ok.complete() and ok.done and ok.summary() == "ended with response.completed/incomplete"
     incomplete = judge(body_of("resp-incomplete"), R)
     assert incomplete.complete() and incomplete.done
-    failed = judge(body_of("resp-failed"), R)
+    failed_body = body_of("resp-failed")
+    failed = judge(failed_body, R)
+    at = failed_body.index(b"event: response.failed")
     assert not failed.complete() and failed.errors[0].startswith(
-        "upstream error at event 7: event: response.failed"
+        f"upstream error at byte {at}: event: response.failed"
     )
     for scenario in ("resp-error-flat", "resp-error-nested"):
-        found = judge(body_of(scenario), R)
-        assert not found.complete() and found.errors[0].startswith("upstream error at event 7: event: error")
+        body = body_of(scenario)
+        found = judge(body, R)
+        at = body.index(b"event: error")
+        assert not found.complete() and found.errors[0].startswith(f"upstream error at byte {at}: event: error")
     cut = judge(body_of("resp-no-terminal"), R)
     assert not cut.complete() and cut.cut is not None and cut.cut.kind == "truncated"
     untyped = judge(body_of("resp-no-terminal") + b"event: error\ndata: boom\n\n", R)

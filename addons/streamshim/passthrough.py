@@ -6,20 +6,21 @@ Two parts, so that the bytes of a stream that needs no rewriting are touched by 
   for a usage record the client did not ask for, or the rule asks for ``repair``). It re-frames
   the bytes into whole events and forwards each as soon as its end arrives: the original bytes
   when the event needs no change, the dialect's ``Repairer``'s rewrite otherwise.
-- ``judge(body)``: what a passthrough stream was, from its whole body, once, after its last byte
-  has left (the mitmproxy layer calls it from the ``response``/``error`` hooks, off the client's
-  path): how many events, whether it ended with the dialect's terminal record (looked for in the
-  last event), the error records in it (``Dialect.watch``), and, only when it did not end that
-  way, the dialect's own aggregation of it to tell a complete answer from a cut one.
+- ``judge(stream)``: what a passthrough stream was, once, by how it ended (the mitmproxy layer
+  calls it from the ``response``/``error`` hooks): whether its last event is the dialect's
+  terminal record, the error records among its last events (``Dialect.watch``), and, only when
+  it did not end with its terminal record, the dialect's own aggregation of it to tell a
+  complete answer from a cut one. Nothing is done per byte of a stream that ended well.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .dialects.base import Asked, Dialect, Repairer
-from .errors import StreamError
+from .errors import StreamError, printable
 
 __all__ = ["EventFilter", "Judgement", "ended_with_terminal", "error_records", "judge"]
 
@@ -59,14 +60,21 @@ class EventFilter:
         return (self.repairer.event(held) if held else b"") + self.repairer.end(clean)
 
 
+# How much of a stream's end the judgement reads (and always the whole last event): where a
+# stream ends with its terminal record, and where servers put the error they end a stream with
+# (vLLM: an error payload, then its end-of-stream record). An error earlier in a stream that ends well
+# is left to the conformance check (in mitmweb, `streamshim check`), which reads every event.
+TAIL_BYTES = 64 * 1024
+
+
 @dataclass
 class Judgement:
     """What a passthrough stream was."""
 
     terminal_name: str
-    events: int = 0
+    bytes: int = 0
     done: bool = False  # it ended with the dialect's terminal record
-    errors: list[str] = field(default_factory=list)  # error records found in it
+    errors: list[str] = field(default_factory=list)  # error records near its end
     cut: StreamError | None = None  # its aggregation's fault, when it did not end with the terminal
 
     def complete(self) -> bool:
@@ -82,25 +90,40 @@ class Judgement:
         return f"ended without {self.terminal_name}: {self.cut.kind}: {self.cut.message}"
 
 
-def judge(body: bytes, dialect: Dialect, asked: Asked | None = None) -> Judgement:
-    """Judge a whole passthrough stream (bytes as the client got them, content-encoding undone):
-    one count of event ends, one scan for error markers, a look at the last event; the dialect's
-    aggregation only when the stream did not end with its terminal record."""
-    out = Judgement(dialect.terminal_name)
-    ends = dialect.framing.event_ends
-    out.events = body.count(ends[0])
-    if len(ends) > 1 and b"\r" in body:  # CR line ends: counted only then
-        out.events += sum(body.count(e) for e in ends[1:])
-    out.done = ended_with_terminal(body, dialect)
-    out.errors = error_records(body, dialect)
+def judge(stream: bytes | Sequence[bytes], dialect: Dialect, asked: Asked | None = None) -> Judgement:
+    """Judge a passthrough stream (as the client got it, content-encoding undone; the bytes, or
+    the chunks they came in) by how it ended: whether its last event is the dialect's terminal
+    record, and the error records among its last events (``TAIL_BYTES``). Nothing else of it is
+    read, unless it did not end with its terminal record: then the dialect's own aggregation of
+    the whole stream tells a complete answer from a cut one (a rare path)."""
+    parts = [stream] if isinstance(stream, bytes) else stream
+    out = Judgement(dialect.terminal_name, bytes=sum(map(len, parts)))
+    tail = _tail(parts, dialect.framing.event_ends[0])
+    out.done = ended_with_terminal(tail, dialect)
+    out.errors = error_records(tail, dialect, out.bytes - len(tail))
     if not out.done and not out.errors:
         agg = dialect.aggregator(asked)
-        agg.feed(body)
+        for part in parts:
+            agg.feed(part)
         try:
             agg.finish()
         except StreamError as exc:
             out.cut = exc
     return out
+
+
+def _tail(parts: Sequence[bytes], end: bytes) -> bytes:
+    """The end of a stream: at least ``TAIL_BYTES`` of it, and its last event whole."""
+    taken: list[bytes] = []
+    size = 0
+    for part in reversed(parts):
+        taken.append(part)
+        size += len(part)
+        if size >= TAIL_BYTES:
+            tail = b"".join(reversed(taken))
+            if tail.rfind(end, 0, len(tail.rstrip(b"\r\n"))) >= 0:  # the last event starts in it
+                return tail
+    return b"".join(reversed(taken))
 
 
 def ended_with_terminal(body: bytes, dialect: Dialect) -> bool:
@@ -119,8 +142,9 @@ def ended_with_terminal(body: bytes, dialect: Dialect) -> bool:
     return any(m in last for m in dialect.watch.terminal)
 
 
-def error_records(body: bytes, dialect: Dialect) -> list[str]:
-    """The first error record in the stream (by the dialect's markers), as one line."""
+def error_records(body: bytes, dialect: Dialect, offset: int = 0) -> list[str]:
+    """The first error record in ``body`` (by the dialect's markers), as one line; ``offset``:
+    where ``body`` starts in the stream."""
     watch = dialect.watch
     # one scan rules them all out when they share a word (OpenAI's all say "error")
     if all(b"error" in m for m in watch.errors) and b"error" not in body:
@@ -131,19 +155,18 @@ def error_records(body: bytes, dialect: Dialect) -> list[str]:
         while pos >= 0 and (first is None or pos < first[0]):
             after = body[pos + len(marker) : pos + len(marker) + 8].replace(b" ", b"")
             if not after.startswith(watch.not_errors):
-                first = (pos, _describe(body, pos, dialect))
+                first = (pos, _describe(body, pos, dialect, offset))
                 break
             pos = body.find(marker, pos + 1)
     return [first[1]] if first else []
 
 
-def _describe(body: bytes, pos: int, dialect: Dialect) -> str:
+def _describe(body: bytes, pos: int, dialect: Dialect, offset: int) -> str:
     ends = dialect.framing.event_ends
     starts = [body.rfind(e, 0, pos) for e in ends]
     event_start = max((p + len(e) for p, e in zip(starts, ends, strict=True) if p >= 0), default=0)
-    number = body.count(ends[0], 0, pos) + 1
     text = body[event_start : event_start + 200].split(ends[0], 1)[0].decode("utf-8", "replace")
-    return f"upstream error at event {number}: {text.strip()}"
+    return f"upstream error at byte {offset + event_start}: {printable(text.strip())}"
 
 
 def _all_ends(ends: tuple[bytes, ...]) -> list[bytes]:

@@ -60,13 +60,13 @@ class Shim:
         # flow.id -> the live stream callable, so that a flow that ends in `error` (client or
         # upstream gone mid-stream) is still recorded; removed on either end
         self.live: dict[str, LiveStream] = {}
-        # whether something reads a streamed flow right after its response hook, so it must be
-        # judged (and its body kept) in the hook: set from the options in `configure`
-        self.judge_in_hook = True
+        # whether something reads a streamed flow's body after its hooks, so it must be kept:
+        # set from the options in `configure` (a copy of every stream, spared in plain mitmdump)
+        self.keep_bodies = True
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
-        self.judge_in_hook = (
+        self.keep_bodies = (
             not isinstance(ctx.master, DumpMaster)  # mitmweb, the console: flows are looked at
             or bool(getattr(opts, "save_stream_file", None))  # -w
             or getattr(opts, "flow_detail", 1) >= 3  # mitmdump prints bodies
@@ -177,7 +177,7 @@ class Shim:
     def response(self, flow: http.HTTPFlow) -> None:
         stream = self.live.pop(flow.id, None)
         if stream is not None and stream.at_end:
-            stream.finish(None, now=self.judge_in_hook)  # every byte but the end of it has left
+            stream.finish(None, keep_body=self.keep_bodies)
             return
         state = FlowState.of(flow)
         if state is None or flow.response is None:
@@ -188,7 +188,7 @@ class Shim:
         msg = flow.error.msg if flow.error else "unknown error"
         stream = self.live.pop(flow.id, None)
         if stream is not None:
-            stream.finish(msg, now=self.judge_in_hook)
+            stream.finish(msg, keep_body=self.keep_bodies)
             return
         state = FlowState.of(flow)
         if state is not None:
@@ -374,7 +374,7 @@ class Shim:
         comment(
             flow,
             state,
-            f"SSE passthrough (buffered): {verdict.events} events{usage_note(state, repairer)}; "
+            f"SSE passthrough (buffered): {verdict.bytes} B{usage_note(state, repairer)}; "
             f"{verdict.summary()}",
             problem=not verdict.complete(),
         )

@@ -6,14 +6,13 @@ the upstream went away.
 
 - ``LiveStream``: passthrough, live: the upstream's bytes as they are, or event by event
   (``passthrough.EventFilter``) with the injected usage taken out and the content-encoding
-  undone; judged (``passthrough.judge``) once it has ended.
+  undone; judged (``passthrough.judge``) by how it ended.
 - ``KeepaliveAggregate``: a JSON client of a streamed upstream with ``keepalive``: a space per
   upstream chunk while aggregating, the JSON (or an error body) at the end.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -92,33 +91,25 @@ class LiveStream:
         self.at_end = True
         return tail if tail else []
 
-    def finish(self, error: str | None, now: bool = True) -> None:
-        """The flow ended (``response`` hook) or failed (``error``): judge it and say so. ``now``:
-        in the hook, because something reads the flow right after it (a ``-w`` file, mitmweb,
-        ``--flow-detail 3``, the in-proxy check); otherwise once mitmproxy has sent the client
-        the end of the stream (the ``response`` hook comes before it), off the client's path."""
+    def finish(self, error: str | None, keep_body: bool = True) -> None:
+        """The flow ended (``response`` hook) or failed (``error``): judge it by how it ended (its
+        last events: ``passthrough.judge``) and say so. ``keep_body``: give the flow the body the
+        client got (and the upstream's, when they differ), for what reads the flow afterwards (a
+        ``-w`` file, mitmweb, ``--flow-detail 3``, the in-proxy check); otherwise the chunks are
+        let go unjoined (plain mitmdump: the cost of a copy of every stream saved)."""
         if self.ended:
             return
         self.ended = True
-        if now:
-            self._judge(error)
-            return
-        try:
-            asyncio.get_running_loop().call_soon(self._judge, error)
-        except RuntimeError:  # no event loop: not in a proxy (``streamshim replay``)
-            self._judge(error)
-
-    def _judge(self, error: str | None) -> None:
         state, flow = self.state, self.flow
-        sent = b"".join(self.sent)
-        if self.sent is not self.keep:
-            state.upstream_response = b"".join(self.keep)
-        if self.resp.raw_content is None:
-            self.resp.content = sent  # visible in mitmweb and -w files on mitmproxy 11 too
-        verdict = judge(sent, self.dialect, state.asked())
+        verdict = judge(self.sent, self.dialect, state.asked())
         verdict.errors[:0] = self.decode_errors
         received = sum(map(len, self.keep))
-        text = f"SSE passthrough: {verdict.events} events, {received} B in, {len(sent)} B out"
+        if keep_body:
+            if self.sent is not self.keep:
+                state.upstream_response = b"".join(self.keep)
+            if self.resp.raw_content is None:
+                self.resp.content = b"".join(self.sent)  # visible in mitmweb and -w files on 11 too
+        text = f"SSE passthrough: {received} B in, {verdict.bytes} B out"
         text += usage_note(state, self.repairer) + "; "
         if error is None:
             comment(flow, state, text + verdict.summary(), problem=not verdict.complete())
