@@ -354,7 +354,8 @@ def test_flows_carry_comment_mark_and_both_sides(fault: FaultUpstream, tmp_path:
     assert meta["upstream_response"] == encode_data(chat_chunks())
     assert agg.response.json()["choices"][0]["message"]["content"] == TEXT  # what the client got
     live = own.flow_with(b"flowcheck-2")
-    assert live.comment == "streamshim [as-requested] SSE passthrough: 1698 B in, 1698 B out; ended with [DONE]"
+    passthrough = "streamshim [as-requested] SSE passthrough: 1698 B in, 1698 B out; ended with [DONE]"
+    assert live.comment == passthrough
     assert live.response.content == encode_data(chat_chunks())  # streamed, and still visible
     failed = own.flow_with(b"flowcheck-3")
     assert failed.marked == ":warning:" and "malformed at event 3" in failed.comment

@@ -384,7 +384,8 @@ def test_the_watch_knows_the_end_and_the_errors() -> None:
         body = body_of(scenario)
         found = judge(body, R)
         at = body.index(b"event: error")
-        assert not found.complete() and found.errors[0].startswith(f"upstream error at byte {at}: event: error")
+        assert not found.complete()
+        assert found.errors[0].startswith(f"upstream error at byte {at}: event: error")
     cut = judge(body_of("resp-no-terminal"), R)
     assert not cut.complete() and cut.cut is not None and cut.cut.kind == "truncated"
     untyped = judge(body_of("resp-no-terminal") + b"event: error\ndata: boom\n\n", R)
