@@ -19,15 +19,27 @@ READY = Path(__file__).with_name("ready.py")
 MITMDUMP = Path(sys.executable).with_name("mitmdump")
 
 
+_GIVEN: set[int] = set()  # ports this test process has handed out
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (all held open until all are chosen)."""
-    socks = [socket.socket() for _ in range(n)]
+    """``n`` distinct free ports (all held open until all are chosen), none handed out before in
+    this process: the kernel may offer a just-released port again, and two proxies built one
+    after the other, then started together, would race for it."""
+    held: list[socket.socket] = []  # every socket bound here, open until all ports are chosen
+    ports: list[int] = []
     try:
-        for s in socks:
+        while len(ports) < n:
+            s = socket.socket()
+            held.append(s)
             s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
+            port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                ports.append(port)
+        _GIVEN.update(ports)
+        return ports
     finally:
-        for s in socks:
+        for s in held:
             s.close()
 
 

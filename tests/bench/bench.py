@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -224,13 +225,25 @@ def med(fn: Callable[[], float], repeat: int) -> float:
 # -- scenarios --------------------------------------------------------------------------------------
 
 
+def rounds(names: Sequence[str], count: int, once: Callable[[str], object]) -> dict[str, list[Any]]:
+    """``once(name)`` ``count`` times for each name, in rounds (each round in a rotated order)."""
+    out: dict[str, list[Any]] = {name: [] for name in names}
+    for i in range(count):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            out[name].append(once(name))
+    return out
+
+
 def passthrough(ports: dict[str, int], n: int, repeat: int) -> list[list[str]]:
     rows = []
     eps: dict[str, float] = {}
     ttfb: dict[str, float] = {}
     expected = sse_body(n)
-    for name in ("direct", "bare", "stream_only", "shim", "shim_repair"):
-        results = [run(request(ports[name], f"sse:{n}", True)) for _ in range(repeat)]
+    names = ("direct", "bare", "stream_only", "shim", "shim_repair")
+    # in rounds, one request to each proxy per round, so that what drifts during the run (CPU
+    # clock, the other process on the two cores) falls on every proxy alike
+    fast = rounds(names, 2 * repeat + 1, lambda name: run(request(ports[name], f"sse:{n}", True)))
+    for name, results in fast.items():
         assert all(r[3] == expected for r in results), f"{name}: body differs from the upstream's"  # type: ignore[index]
         eps[name] = statistics.median((n + 3) / r[1] for r in results)  # type: ignore[index]
         ttfb[name] = statistics.median(r[0] for r in results)  # type: ignore[index]
@@ -253,10 +266,7 @@ def passthrough(ports: dict[str, int], n: int, repeat: int) -> list[list[str]]:
             "report",
         ]
     )
-    paced = {
-        name: [run(request(ports[name], "sse:25:20", True)) for _ in range(max(3, repeat))]
-        for name in ("direct", "bare", "stream_only", "shim", "shim_repair")
-    }
+    paced = rounds(names, max(5, repeat), lambda name: run(request(ports[name], "sse:25:20", True)))
     t = {name: statistics.median(r[0] for r in rs) * 1000 for name, rs in paced.items()}  # type: ignore[index]
     rows.append(
         [
@@ -334,7 +344,8 @@ def library(n_content: int, n_tools: int, repeat: int) -> list[list[str]]:
         for line in body.split(b"\n"):
             if line.startswith(b"data: {"):
                 delta = json.loads(line[6:])["choices"][0]["delta"]
-                parts.append(delta.get("content") or "")
+                calls = delta.get("tool_calls")  # the text the stream carries: content or arguments
+                parts.append(calls[0]["function"]["arguments"] if calls else delta.get("content") or "")
         "".join(parts)
         return time.perf_counter() - t
 
@@ -349,7 +360,7 @@ def library(n_content: int, n_tools: int, repeat: int) -> list[list[str]]:
         rows.append(
             [
                 f"2. aggregate() a {n:,}-chunk {label} stream: chunks/s",
-                f"SDK {n / s:,.0f}; floor (json.loads + join) {n / f:,.0f}",
+                f"SDK {n / s:,.0f}; floor (json.loads + join the text) {n / f:,.0f}",
                 f"{n / o:,.0f}",
                 f"{s / o:.1f}× the SDK; {o / f:.2f}× the floor's time",
                 "≥ 10× SDK; ≤ 1.5× floor",

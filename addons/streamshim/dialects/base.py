@@ -45,10 +45,11 @@ class Asked:
 
 @dataclass(frozen=True)
 class Watch:
-    """Byte markers of a dialect's stream for the live passthrough watch, which never parses on
-    the hot path: the record that ends a complete stream (looked for at the end of each chunk)
-    and records that carry an error. An error marker followed by one of ``not_errors`` (e.g.
-    ``"error":null``) is not an error."""
+    """Byte markers of a dialect's stream, by which a passthrough stream is judged once it has
+    ended (``passthrough.judge``), without parsing it: the record that ends a complete stream
+    (looked for in its last event) and records that carry an error (looked for in its last
+    ``TAIL_BYTES``). An error marker followed by one of ``not_errors`` (e.g. ``"error":null``) is
+    not an error."""
 
     terminal: tuple[bytes, ...]
     errors: tuple[bytes, ...]
