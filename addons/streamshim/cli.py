@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -119,15 +119,24 @@ def _print_json(obj: object) -> None:
     _write(json_utf8(json.dumps(obj, ensure_ascii=False, indent=2) + "\n"))  # UTF-8 whatever the locale
 
 
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    items, code = _bodies(args.file, stream=True)
+def _each(
+    bodies: tuple[list[_Input], int],
+    one: Callable[[_Input, argparse.Namespace], int],
+    args: argparse.Namespace,
+) -> int:
+    """``one`` for each input body: the worst exit code, an input it cannot read said in one line."""
+    items, code = bodies
     for item in items:
         try:
-            code = max(code, _aggregate(item, args))
+            code = max(code, one(item, args))
         except BadInput as exc:
             _say(exc.where, exc.message)
             code = EXIT_BAD_INPUT
     return code
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    return _each(_bodies(args.file, stream=True), _aggregate, args)
 
 
 def _aggregate(item: _Input, args: argparse.Namespace) -> int:
@@ -153,14 +162,7 @@ def _aggregate(item: _Input, args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    items, code = _bodies(args.file, stream=False)
-    for item in items:
-        try:
-            code = max(code, _synthesize(item, args))
-        except BadInput as exc:
-            _say(exc.where, exc.message)
-            code = EXIT_BAD_INPUT
-    return code
+    return _each(_bodies(args.file, stream=False), _synthesize, args)
 
 
 def _synthesize(item: _Input, args: argparse.Namespace) -> int:

@@ -147,17 +147,7 @@ class OpenAIDialect(Dialect):
     def error_body(
         self, message: str, code: str, *, partial: Any = None, upstream_error: Any = None
     ) -> dict[str, Any]:
-        err: dict[str, Any] = {
-            "message": f"streamshim: {message}",
-            "type": "upstream_stream_error",
-            "code": code,
-            "param": None,
-        }
-        if upstream_error is not None:
-            err["upstream_error"] = upstream_error
-        if partial is not None:
-            err["partial_response"] = partial
-        return {"error": err}
+        return openai_error_body(message, code, partial=partial, upstream_error=upstream_error)
 
     def error_of(self, body: Any) -> tuple[str, str, Any] | None:
         return envelope_error(body, "choices")
@@ -248,6 +238,24 @@ class OpenAIDialect(Dialect):
             pending.update(extras)
         if pending is not None:
             yield pending
+
+
+def openai_error_body(
+    message: str, code: str, *, partial: Any = None, upstream_error: Any = None
+) -> dict[str, Any]:
+    """OpenAI's error envelope (chat, completions and Responses answer errors alike), streamshim's
+    message in it, with the upstream's own error and what arrived so far when there are."""
+    err: dict[str, Any] = {
+        "message": f"streamshim: {message}",
+        "type": "upstream_stream_error",
+        "code": code,
+        "param": None,
+    }
+    if upstream_error is not None:
+        err["upstream_error"] = upstream_error
+    if partial is not None:
+        err["partial_response"] = partial
+    return {"error": err}
 
 
 def encode_chunks(chunks: Iterable[dict[str, Any]], done: bool = True) -> bytes:

@@ -47,6 +47,7 @@ from .base import (
     split_text,
     try_json,
 )
+from .openai import openai_error_body
 
 CREATED = "response.created"
 LIFECYCLE = frozenset({CREATED, "response.in_progress", "response.queued"})
@@ -1042,17 +1043,7 @@ class Responses(Dialect):
     def error_body(
         self, message: str, code: str, *, partial: Any = None, upstream_error: Any = None
     ) -> dict[str, Any]:
-        err: dict[str, Any] = {
-            "message": f"streamshim: {message}",
-            "type": "upstream_stream_error",
-            "code": code,
-            "param": None,
-        }
-        if upstream_error is not None:
-            err["upstream_error"] = upstream_error
-        if partial is not None:
-            err["partial_response"] = partial
-        return {"error": err}
+        return openai_error_body(message, code, partial=partial, upstream_error=upstream_error)
 
     def error_of(self, body: Any) -> tuple[str, str, Any] | None:
         if not isinstance(body, dict) or "output" in body or body.get("object") == "response":
