@@ -281,9 +281,14 @@ def test_check_and_diff_show_stream_equals_non_stream(llama: LlamaServer, tmp_pa
     assert out[0].startswith("same  A=") and out[0].endswith("(sse vs json)")
     assert out[-1] == "      status 200, 1 choice(s), finish_reason 'tool_calls', 0 chars, 1 tool call(s)"
 
-    check = run_cli("check", str(a), str(b))
+    check = run_cli("check", str(a))
     text = check.stdout.decode()
     assert check.returncode == 1, text  # the repeated id/name: the openai SDK concatenates them
+    # the JSON flow has no stream to check: said in one line, and the worse exit code (2) wins
+    both = run_cli("check", str(a), str(b))
+    assert both.returncode == 2 and both.stdout.decode() == text
+    said = both.stderr.decode().strip()
+    assert said.endswith(f"{b}: no SSE stream to check in its 2 response(s)"), said
     header = text.splitlines()[0]
     assert header.startswith(f"{a}#0 upstream: chat stream, ") and " errors, 0 warnings " in header
     assert "(tool-call-repeated-id ×" in header and ", tool-call-repeated-name ×" in header
