@@ -4,7 +4,7 @@ A dialect is one API's whole knowledge (OpenAI chat completions, legacy completi
 requests are its own, what the client asked for and how to ask the upstream for the other shape,
 how its events aggregate into one response and how a response is streamed back, what a
 conforming stream looks like, what a response means, the error body a JSON client gets instead
-of a broken stream, and the byte markers the cheap live watch looks for. ``Dialect`` below is that
+of a broken stream, and the byte markers a passthrough stream is judged by. ``Dialect`` below is that
 contract; ``dialects/__init__.py`` registers the implementations and resolves which one applies.
 
 Also here, because every dialect uses them: ``Aggregator`` (the event-driven aggregation driver

@@ -12,7 +12,7 @@
 
 A framing is chosen by name (``FRAMINGS``): each gives a decoder (``feed(bytes) -> [Event]``,
 ``close() -> [Event]``, ``events``, ``total_bytes``, ``problems``), an encoder of events, its
-media type and the bytes that end an event on the wire (for the cheap live watch).
+media type and the bytes that end an event on the wire (for the live repair and the passthrough judgement).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Framing:
     media_type: str
     decoder: Callable[[], Decoder]
     encode: Callable[[Iterable[Event]], bytes]
-    # what ends one event on the wire (the live watch counts these, without parsing)
+    # what ends one event on the wire (live repair splits on these; the judgement finds the last one)
     event_ends: tuple[bytes, ...]
 
 
