@@ -229,7 +229,9 @@ def test_llama_servers_responses_stream_is_given_what_the_sdk_helper_needs(tools
 
     answer = responses_json(tools=tools)
     body = responses_sse(llama_server_shape(responses_events(answer)))
-    assert responses_sdk.helper(body).error is not None  # the SDK helper fails on it as sent
+    as_sent = responses_sdk.helper(body)
+    if not tools or responses_sdk.MAJOR < 3:  # the SDK helper fails on it as sent: 2.x always, 3.x on text
+        assert as_sent.error is not None
     out, counts = through("responses", body)
     lacked = {"sequence-missing", "output-index-missing", "created-no-output"}
     lacked |= set() if tools else {"content-index-missing"}  # the function call has no parts

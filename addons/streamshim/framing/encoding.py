@@ -26,9 +26,7 @@ class StreamDecoder:
 
             self._other = brotli.Decompressor()
         elif encoding == "zstd":
-            import zstandard  # a mitmproxy dependency
-
-            self._other = zstandard.ZstdDecompressor().decompressobj()
+            self._other = _zstd_decompressor()
         elif encoding not in ("", "identity"):
             raise ValueError(f"unknown content-encoding {encoding!r}")
         self._started = False
@@ -61,9 +59,26 @@ class StreamDecoder:
                     f"{len(self._zlib.unused_data)} bytes of garbage after the {self.encoding} data"
                 )
             return out
-        if self._other is not None and hasattr(self._other, "is_finished") and not self._other.is_finished():
-            raise ValueError(f"{self.encoding} data cut short")
+        if self._other is not None:
+            finished = getattr(self._other, "is_finished", None)  # brotli
+            if not (finished() if finished is not None else getattr(self._other, "eof", True)):  # zstd
+                raise ValueError(f"{self.encoding} data cut short")
         return b""
+
+
+def _zstd_decompressor() -> Any:
+    """An incremental zstd decompressor from what mitmproxy brings: ``compression.zstd``
+    (Python 3.14) or ``backports.zstd`` (mitmproxy ≥ 12.3), ``zstandard`` (mitmproxy ≤ 12.2)."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from backports import zstd  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj()
+    return zstd.ZstdDecompressor()
 
 
 def decode_body(raw: bytes, encoding: str) -> bytes:
