@@ -294,6 +294,31 @@ def test_passthrough_callable_streams_and_records(tmp_path: Path) -> None:
         assert shim.live == {}
 
 
+def test_a_long_stream_nothing_reads_holds_only_its_end(tmp_path: Path) -> None:
+    # plain mitmdump (no -w, no mitmweb): a stream is not kept for the flow, and past WHOLE_BYTES
+    # only its end is held; it is still judged by how it ended. When the flow is read, all of it.
+    from streamshim.passthrough import WHOLE_BYTES
+
+    piece = chunk(delta(content="x" * 2000))
+    body = sse(chunk(delta(role="assistant", content="")), *[piece] * (WHOLE_BYTES // 2000 + 10))
+    for keep in (False, True):
+        shim = StreamShim()
+        with taddons.context(shim) as tctx:
+            tctx.configure(shim, streamshim_rules=str(write(tmp_path / "r.yaml", RULES)))
+            shim.shim.keep_bodies = keep
+            f = flow("nomatch.example", {"model": "m", "stream": True})
+            shim.request(f)
+            f.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
+            shim.responseheaders(f)
+            stream = shim.live[f.id]
+            assert _stream_through(f, body, step=65536) == body
+            assert stream.keep.whole is keep and stream.keep.total == len(body)
+            shim.response(f)
+            said = f"SSE passthrough: {len(body)} B in, {len(body)} B out; ended with [DONE]"
+            assert f.comment.endswith(said), f.comment
+            assert f.response.raw_content == (body if keep else None) and f.marked != ":warning:"
+
+
 def test_client_disconnect_cleans_up_and_records(tmp_path: Path) -> None:
     shim = StreamShim()
     with taddons.context(shim) as tctx:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .dialects.base import Asked, Dialect, Repairer
 from .errors import StreamError, printable
 
-__all__ = ["EventFilter", "Judgement", "ended_with_terminal", "error_records", "judge"]
+__all__ = ["WHOLE_BYTES", "EventFilter", "Judgement", "Kept", "ended_with_terminal", "error_records", "judge"]
 
 
 class EventFilter:
@@ -65,6 +65,45 @@ class EventFilter:
 # (vLLM: an error payload, then its end-of-stream record). An error earlier in a stream that ends well
 # is left to the conformance check (in mitmweb, `streamshim check`), which reads every event.
 TAIL_BYTES = 64 * 1024
+# How much of a stream is kept whole when nothing reads its body afterwards (plain mitmdump): past
+# this only its end (``Kept``), so that a long stream does not hold its whole body in memory. Only
+# the judgement of a long stream that did not end with its terminal record needs more.
+WHOLE_BYTES = 4 * 1024 * 1024
+
+
+class Kept:
+    """The chunks of a stream as they pass: all of them, or, with a ``limit``, all of them up to
+    ``limit`` bytes and past it only the last ``TAIL_BYTES`` or more (what ``judge`` reads of a
+    stream that ended well). ``total``: the bytes seen; ``held``: the bytes in ``chunks``."""
+
+    __slots__ = ("chunks", "held", "limit", "total")
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.chunks: list[bytes] = []
+        self.total = 0
+        self.held = 0
+        self.limit = limit
+
+    def add(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.total += len(data)
+        self.held += len(data)
+        if self.limit is not None and self.held > self.limit:
+            self.trim()
+
+    def trim(self) -> None:
+        """Let go of all but the last ``TAIL_BYTES`` or more (never the last chunk)."""
+        chunks, held, drop = self.chunks, self.held, 0
+        while drop < len(chunks) - 1 and held - len(chunks[drop]) >= TAIL_BYTES:
+            held -= len(chunks[drop])
+            drop += 1
+        del chunks[:drop]
+        self.held = held
+        self.limit = 2 * TAIL_BYTES  # from now on trimmed whenever twice the tail is held
+
+    @property
+    def whole(self) -> bool:
+        return self.held == self.total
 
 
 @dataclass
@@ -76,32 +115,48 @@ class Judgement:
     done: bool = False  # it ended with the dialect's terminal record
     errors: list[str] = field(default_factory=list)  # error records near its end
     cut: StreamError | None = None  # its aggregation's fault, when it did not end with the terminal
+    kept: int | None = None  # bytes of its end that were kept, when not the whole stream
 
     def complete(self) -> bool:
-        return not self.errors and self.cut is None
+        # a stream not kept whole that did not end with its terminal record cannot be shown
+        # complete: it is not taken for a success
+        return not self.errors and self.cut is None and (self.done or self.kept is None)
 
     def summary(self) -> str:
         if self.errors:
             return self.errors[0]
         if self.done:
             return f"ended with {self.terminal_name}"
+        if self.kept is not None:
+            return (
+                f"ended without {self.terminal_name}; whether it was cut is not known: only its last "
+                f"{self.kept} B were kept (a stream over {WHOLE_BYTES >> 20} MiB that nothing else reads; "
+                "-w, mitmweb or --flow-detail 3 keep it whole)"
+            )
         if self.cut is None:
             return f"ended without {self.terminal_name} (the answer is complete)"
         return f"ended without {self.terminal_name}: {self.cut.kind}: {self.cut.message}"
 
 
-def judge(stream: bytes | Sequence[bytes], dialect: Dialect, asked: Asked | None = None) -> Judgement:
-    """Judge a passthrough stream (as the client got it, content-encoding undone; the bytes, or
-    the chunks they came in) by how it ended: whether its last event is the dialect's terminal
-    record, and the error records among its last events (``TAIL_BYTES``). Nothing else of it is
-    read, unless it did not end with its terminal record: then the dialect's own aggregation of
-    the whole stream tells a complete answer from a cut one (a rare path)."""
-    parts = [stream] if isinstance(stream, bytes) else stream
-    out = Judgement(dialect.terminal_name, bytes=sum(map(len, parts)))
+def judge(stream: bytes | Sequence[bytes] | Kept, dialect: Dialect, asked: Asked | None = None) -> Judgement:
+    """Judge a passthrough stream (as the client got it, content-encoding undone; the bytes, the
+    chunks they came in, or what ``Kept`` kept of them) by how it ended: whether its last event is
+    the dialect's terminal record, and the error records among its last events (``TAIL_BYTES``).
+    Nothing else of it is read, unless it did not end with its terminal record: then the
+    dialect's own aggregation of the whole stream tells a complete answer from a cut one (a rare
+    path; when only its end was kept, that is said and the stream is not taken as complete)."""
+    if isinstance(stream, Kept):
+        parts: Sequence[bytes] = stream.chunks
+        out = Judgement(dialect.terminal_name, bytes=stream.total)
+        if not stream.whole:
+            out.kept = stream.held
+    else:
+        parts = [stream] if isinstance(stream, bytes) else stream
+        out = Judgement(dialect.terminal_name, bytes=sum(map(len, parts)))
     tail = _tail(parts, dialect.framing.event_ends[0])
     out.done = ended_with_terminal(tail, dialect)
     out.errors = error_records(tail, dialect, out.bytes - len(tail))
-    if not out.done and not out.errors:
+    if not out.done and not out.errors and out.kept is None:
         agg = dialect.aggregator(asked)
         for part in parts:
             agg.feed(part)

@@ -168,7 +168,7 @@ class Shim:
         self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, drop_usage: bool, record: bool = True
     ) -> None:
         state.streamed = True
-        stream = LiveStream(flow, state, dialect, strip_usage=drop_usage)
+        stream = LiveStream(flow, state, dialect, strip_usage=drop_usage, keep_body=self.keep_bodies)
         if not record:  # a flow of no dialect: its account is the comment, no state is kept
             stream.state.save = lambda f: None  # type: ignore[method-assign]
         self.live[flow.id] = stream

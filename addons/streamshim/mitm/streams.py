@@ -21,7 +21,7 @@ from mitmproxy import http
 from ..dialects.base import Aggregator, Dialect, Repairer
 from ..errors import StreamError
 from ..framing.encoding import StreamDecoder
-from ..passthrough import EventFilter, judge
+from ..passthrough import WHOLE_BYTES, EventFilter, Kept, judge
 from .flowtools import comment, json_bytes
 from .state import FlowState
 
@@ -35,7 +35,16 @@ class LiveStream:
     dialect has a ``Repairer`` for it, forwarded event by event through it. What the stream was
     is judged once, in ``finish``, after its last byte has left."""
 
-    def __init__(self, flow: http.HTTPFlow, state: FlowState, dialect: Dialect, strip_usage: bool) -> None:
+    def __init__(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        dialect: Dialect,
+        strip_usage: bool,
+        keep_body: bool = True,
+    ) -> None:
+        """``keep_body``: the flow gets the stream's body at the end (something reads it); without
+        it only what the judgement reads is kept of a long stream (``passthrough.Kept``)."""
         resp = flow.response
         assert resp is not None
         self.flow, self.state, self.resp, self.dialect = flow, state, resp, dialect
@@ -50,9 +59,10 @@ class LiveStream:
                 strip_usage = repair = False
         self.repairer = dialect.repairer(state.asked(), strip_usage=strip_usage, repair=repair)
         self.filter = EventFilter(dialect, self.repairer) if self.repairer is not None else None
-        self.keep: list[bytes] = []  # what arrived (a list: no re-copying while the stream grows)
+        limit = None if keep_body else WHOLE_BYTES
+        self.keep = Kept(limit)  # what arrived (chunks in a list: no re-copying while it grows)
         rewritten = self.filter is not None or self.decode is not None
-        self.sent: list[bytes] = [] if rewritten else self.keep
+        self.sent = Kept(limit) if rewritten else self.keep
         self.decode_errors: list[str] = []
         self.at_end = False  # mitmproxy called it with the end of the body (b"")
         self.ended = False
@@ -60,12 +70,12 @@ class LiveStream:
     def __call__(self, data: bytes) -> bytes | Iterable[bytes]:
         if self.sent is self.keep:  # nothing to rewrite: the bytes go on as they came
             if data:
-                self.keep.append(data)
+                self.keep.add(data)
                 return data
             self.at_end = True
             return []
         if data:
-            self.keep.append(data)
+            self.keep.add(data)
             try:
                 out = self.decode.feed(data) if self.decode else data
             except ValueError as exc:  # corrupt compression mid-stream
@@ -74,7 +84,7 @@ class LiveStream:
             if self.filter is not None:
                 out = self.filter.feed(out)
             if out:
-                self.sent.append(out)
+                self.sent.add(out)
             return out if out else []
         tail = b""
         clean = True
@@ -87,7 +97,7 @@ class LiveStream:
         if self.filter is not None:
             tail = self.filter.feed(tail) + self.filter.close(clean=clean and not self.decode_errors)
         if tail:
-            self.sent.append(tail)
+            self.sent.add(tail)
         self.at_end = True
         return tail if tail else []
 
@@ -103,12 +113,12 @@ class LiveStream:
         state, flow = self.state, self.flow
         verdict = judge(self.sent, self.dialect, state.asked())
         verdict.errors[:0] = self.decode_errors
-        received = sum(map(len, self.keep))
-        if keep_body:
+        received = self.keep.total
+        if keep_body and self.keep.whole and self.sent.whole:
             if self.sent is not self.keep:
-                state.upstream_response = b"".join(self.keep)
+                state.upstream_response = b"".join(self.keep.chunks)
             if self.resp.raw_content is None:
-                self.resp.content = b"".join(self.sent)  # visible in mitmweb and -w files on 11 too
+                self.resp.content = b"".join(self.sent.chunks)  # visible in mitmweb and -w files on 11 too
         text = f"SSE passthrough: {received} B in, {verdict.bytes} B out"
         text += usage_note(state, self.repairer) + "; "
         if error is None:
