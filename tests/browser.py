@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 from helpers import chunk, delta, sse
 from mitmproxy import version
-from proxy import ADDON, READY, ROOT, LoggedProcess, free_ports
+from proxy import ADDON, READY, ROOT, LoggedProcess, ServerThread, free_ports
 
 MITMWEB = Path(sys.executable).with_name("mitmweb")
 CHROMIUM = Path(os.environ.get("STREAMSHIM_CHROMIUM", "/usr/bin/chromium"))
@@ -95,7 +94,7 @@ DEMO_REQUEST: dict[str, Any] = {
 }
 
 
-class DemoUpstream:
+class DemoUpstream(ServerThread):
     """An OpenAI-compatible server in a thread that streams ``DEMO_STREAM`` for every POST."""
 
     def __init__(self) -> None:
@@ -116,21 +115,7 @@ class DemoUpstream:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="demo-upstream", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> DemoUpstream:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        super().__init__(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler), "demo-upstream")
 
 
 class Mitmweb(LoggedProcess):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Self
 
 from fault_upstream import wait_port
 from mitmproxy import http, io
@@ -56,6 +59,29 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+class ServerThread:
+    """A test upstream: an ``http.server`` server on 127.0.0.1, served from a daemon thread."""
+
+    scheme = "http"
+
+    def __init__(self, server: http.server.HTTPServer, name: str) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> Self:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
 
 
 class LoggedProcess:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,8 @@ from streamshim.check import check_stream, codes
 from streamshim.errors import MalformedEvent, TruncatedStream, UpstreamErrorEvent
 from streamshim.framing.sse import SSEDecoder
 from streamshim.meaning import compare, meaning
+from test_cli import run as cli
 
-ROOT = Path(__file__).resolve().parents[1]
-ADDONS = ROOT / "addons"
 D = dialects.get("anthropic")
 
 
@@ -532,16 +529,6 @@ def test_detection() -> None:
 
 
 # -- the command line -----------------------------------------------------------------------------
-
-
-def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamshim.cli", *args],
-        input=stdin,
-        capture_output=True,
-        env={"PYTHONPATH": str(ADDONS)},
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize("api", [[], ["--api", "anthropic"]])

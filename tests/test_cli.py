@@ -30,14 +30,22 @@ BODY = sse(
 )
 
 
-def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def run(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """``python -m streamshim.cli ARGS`` in a subprocess, as users run it (the other test modules
+    run the CLI through this too)."""
     return subprocess.run(
         [sys.executable, "-m", "streamshim.cli", *args],
         input=stdin,
         capture_output=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+def run_text(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``run``, its output decoded (UTF-8, as the CLI writes it)."""
+    done = run(*args, timeout=timeout)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 def test_aggregate_from_file_and_stdin(tmp_path: Path) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,9 @@ from mitmproxy import io
 from proxy import Mitmdump
 from streamshim import aggregate
 from streamshim.framing.sse import SSEDecoder
+from test_cli import run_text as cli
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
 USER = [{"role": "user", "content": "hi"}]
 
 
@@ -224,16 +222,6 @@ def flow_file(shim: Mitmdump, marker: bytes, path: Path) -> Path:
     with path.open("wb") as fh:
         io.FlowWriter(fh).add(flow)
     return path
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamshim.cli", *args],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(ROOT / "addons")},
-        timeout=60,
-    )
 
 
 def test_check_and_diff_on_flow_files(shim: Mitmdump, tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,9 @@ from mitmproxy import io
 from proxy import Mitmdump
 from streamshim import aggregate
 from streamshim.check import check_stream
+from test_cli import run_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ("text", "tool", "thinking")  # one llama-server each (thinking and tools: their templates)
 
 RULES = (
@@ -262,13 +261,7 @@ def test_diff_of_the_two_flows_says_same(
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamshim.cli", *args],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(ROOT / "addons")},
-        timeout=120,
-    )
+    return run_text(*args, timeout=120)
 
 
 def test_json_body_round_trips_through_the_proxy(servers: dict[str, LlamaCppServer], proxy: Mitmdump) -> None:

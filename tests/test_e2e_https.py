@@ -12,7 +12,6 @@ import http.server
 import ipaddress
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import chunk, completion, delta, sse
-from proxy import Mitmdump
+from proxy import Mitmdump, ServerThread
 
 pytestmark = pytest.mark.e2e
 
@@ -106,9 +105,11 @@ def private_ca(workdir: Path) -> tuple[Path, Path, Path]:
 # -- the upstream -------------------------------------------------------------------------------
 
 
-class TlsUpstream:
+class TlsUpstream(ServerThread):
     """An OpenAI-shaped HTTPS server on 127.0.0.1 (a thread): SSE for ``stream: true``, JSON
     otherwise. ``requests`` counts the requests that got through the TLS handshake."""
+
+    scheme = "https"
 
     def __init__(self, cert: Path, key: Path) -> None:
         self.requests = 0
@@ -145,24 +146,9 @@ class TlsUpstream:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.socket = context.wrap_socket(
-            self.server.socket, server_side=True, do_handshake_on_connect=False
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, name="tls-upstream", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> TlsUpstream:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        server = Server(("127.0.0.1", 0), Handler)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        super().__init__(server, "tls-upstream")
 
 
 # -- three proxies: mitmproxy's default, and each of the two options ---------------------------

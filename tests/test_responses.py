@@ -1,12 +1,10 @@
 """The Responses API dialect (``/v1/responses``) in the core: aggregation of real and broken
 shapes (llama-server's, the Codex backend's, GitHub Copilot's), the synthesized grammar, meaning,
-the live watch's markers, the request switches and the command line."""
+the judgement's markers, the request switches and the command line."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from streamshim.dialects.base import Asked
 from streamshim.errors import BadResponse, TruncatedStream, UpstreamErrorEvent
 from streamshim.meaning import compare, meaning
 from streamshim.passthrough import judge
+from test_cli import run as cli
 
 R = dialects.get("responses")
 TEXT = "Hello, world!"
@@ -440,16 +439,6 @@ def test_detection() -> None:
 
 
 # -- the command line ---------------------------------------------------------------------------
-
-
-def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamshim.cli", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("api", [(), ("--api", "responses")])
