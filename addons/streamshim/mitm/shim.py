@@ -177,7 +177,7 @@ class Shim:
     def response(self, flow: http.HTTPFlow) -> None:
         stream = self.live.pop(flow.id, None)
         if stream is not None and stream.at_end:
-            stream.finish(None, keep_body=self.keep_bodies)
+            stream.finish(None)
             return
         state = FlowState.of(flow)
         if state is None or flow.response is None:
@@ -188,7 +188,7 @@ class Shim:
         msg = flow.error.msg if flow.error else "unknown error"
         stream = self.live.pop(flow.id, None)
         if stream is not None:
-            stream.finish(msg, keep_body=self.keep_bodies)
+            stream.finish(msg)
             return
         state = FlowState.of(flow)
         if state is not None:

@@ -59,6 +59,7 @@ class LiveStream:
                 strip_usage = repair = False
         self.repairer = dialect.repairer(state.asked(), strip_usage=strip_usage, repair=repair)
         self.filter = EventFilter(dialect, self.repairer) if self.repairer is not None else None
+        self.keep_body = keep_body
         limit = None if keep_body else WHOLE_BYTES
         self.keep = Kept(limit)  # what arrived (chunks in a list: no re-copying while it grows)
         rewritten = self.filter is not None or self.decode is not None
@@ -101,12 +102,12 @@ class LiveStream:
         self.at_end = True
         return tail if tail else []
 
-    def finish(self, error: str | None, keep_body: bool = True) -> None:
+    def finish(self, error: str | None) -> None:
         """The flow ended (``response`` hook) or failed (``error``): judge it by how it ended (its
-        last events: ``passthrough.judge``) and say so. ``keep_body``: give the flow the body the
-        client got (and the upstream's, when they differ), for what reads the flow afterwards (a
-        ``-w`` file, mitmweb, ``--flow-detail 3``, the in-proxy check); otherwise the chunks are
-        let go unjoined (plain mitmdump: the cost of a copy of every stream saved)."""
+        last events: ``passthrough.judge``) and say so. With ``keep_body``, give the flow the body
+        the client got (and the upstream's, when they differ), for what reads the flow afterwards
+        (a ``-w`` file, mitmweb, ``--flow-detail 3``, the in-proxy check); otherwise the chunks
+        are let go unjoined (plain mitmdump: the cost of a copy of every stream saved)."""
         if self.ended:
             return
         self.ended = True
@@ -114,7 +115,7 @@ class LiveStream:
         verdict = judge(self.sent, self.dialect, state.asked())
         verdict.errors[:0] = self.decode_errors
         received = self.keep.total
-        if keep_body and self.keep.whole and self.sent.whole:
+        if self.keep_body:
             if self.sent is not self.keep:
                 state.upstream_response = b"".join(self.keep.chunks)
             if self.resp.raw_content is None:
