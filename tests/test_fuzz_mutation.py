@@ -56,6 +56,7 @@ from streamshim.meaning import compare, diff_meaning, meaning
 from streamshim.mitm.recording import flow_sides, read_flows, replay_flow
 from streamshim.mitm.scrub import scrub_body
 from streamshim.mitm.state import FlowState
+from streamshim.passthrough import EventFilter, judge
 
 FUZZ = int(os.environ.get("STREAMSHIM_FUZZ_EXAMPLES", "0"))
 SEED = int(os.environ.get("STREAMSHIM_FUZZ_SEED", "20240612"))
@@ -147,6 +148,23 @@ def fz_check(m: Mutator) -> None:
     # bounded by the body (a few per tool call or choice), never one per choice of a huge n
     assert len(report.findings) <= 3 * len(body) + 40
     assert not unsafe_chars("\n".join(f.line() for f in report.findings))
+
+
+def fz_repair(m: Mutator) -> None:
+    """Live repair (and the injected usage taken out): every dialect's repairer on the event filter,
+    the mutant fed in arbitrary pieces, as mitmproxy hands a stream over; then the judgement."""
+    body, _ = m.stream()
+    dialect = m.rng.choice(dialects.DIALECTS)
+    strip, step, clean = m.rng.random() < 0.5, m.rng.choice((1, 7, 64, 4096)), m.rng.random() < 0.8
+    m.notes.append(f"api={dialect.name!r}, strip_usage={strip}, pieces of {step} B, clean={clean}")
+    repairer = dialect.repairer(Asked(stream=True), strip_usage=strip, repair=True)
+    assert repairer is not None
+    f = EventFilter(dialect, repairer)
+    out = b"".join(f.feed(body[i : i + step]) for i in range(0, len(body), step)) + f.close(clean)
+    assert isinstance(out, bytes)
+    assert all(isinstance(n, int) and n > 0 for n in repairer.counts.values())
+    verdict = judge(out, dialect)
+    assert verdict.summary() and not unsafe_chars(verdict.summary())
 
 
 def _headers(m: Mutator, body: bytes) -> tuple[list[list[str]], bytes]:
@@ -273,6 +291,7 @@ ENTRY_POINTS: dict[str, Callable[[Mutator], None]] = {
     "view": fz_view,
     "check_side": fz_check_side,
     "cli": fz_cli,
+    "repair": fz_repair,
 }
 
 

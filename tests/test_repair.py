@@ -304,3 +304,22 @@ def test_every_recorded_stream_of_the_other_dialects_passes_byte_for_byte(api: s
     for r in streams:
         out, counts = through(api, r.body, step=101)
         assert (out, counts) == (r.body, {}), r.name
+
+
+def test_responses_repair_of_an_item_that_is_not_an_object_forwards_it() -> None:
+    # an output_item.done without output_index whose item is not an object: the repairer cannot
+    # place it by id, and forwards it (it raised AttributeError mid-stream before)
+    body = (
+        b'event: response.output_item.added\ndata: {"type":"response.output_item.added","output_index":0,'
+        b'"item":{"id":"m1","type":"message"},"sequence_number":0}\n\n'
+        b'event: response.output_item.done\ndata: {"type":"response.output_item.done","item":[1],'
+        b'"sequence_number":1}\n\n'
+    )
+    out, counts = through("responses", body, clean=False)
+    assert b'"item":[1]' in out and counts.get("output-index-missing") == 1
+
+
+def test_responses_repair_of_an_event_whose_type_is_not_a_string_forwards_it() -> None:
+    body = b'data: {"type":["response.created"],"sequence_number":0}\n\n'  # found by the mutation fuzz
+    out, counts = through("responses", body, clean=False)
+    assert out == body and counts == {}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadResponse, TruncatedStream
-from ..framing import Event, decode_json, encode_json
+from ..framing import Event, decode_json
 from .base import (
     DEFAULT_CHUNK_CHARS,
     FRAMING_CODES,
@@ -44,6 +44,7 @@ from .base import (
     ToolCall,
     Watch,
     clip,
+    json_event,
     split_text,
     try_json,
 )
@@ -409,7 +410,7 @@ class _Synth:
     def event(self, kind: str, **fields: Any) -> Event:
         payload = {"type": kind, **fields, "sequence_number": self.seq}
         self.seq += 1
-        return Event(data=encode_json(payload), event=kind)
+        return json_event(payload, kind)
 
     def pieces(self, text: str) -> list[str]:
         return [p for p in split_text(text, self.chunk_chars) if p]
@@ -882,6 +883,8 @@ class ResponsesRepairer(Repairer):
             obj["type"] = kind = ev.event
             self.note("type-missing")
             changed = True
+        elif not isinstance(kind, str):
+            kind = None  # nothing to go by (no event name, a type that is not a string): forwarded
         if obj.get("sequence_number") != self.sequence:
             self.note("sequence-missing" if "sequence_number" not in obj else "sequence-renumbered")
             obj["sequence_number"] = self.sequence
@@ -911,7 +914,8 @@ class ResponsesRepairer(Repairer):
             if kind == ITEM_ADDED:
                 index = len(self.items)
             else:
-                item_id = obj.get("item_id") or (obj.get("item") or {}).get("id")
+                item = obj.get("item")
+                item_id = obj.get("item_id") or (item.get("id") if isinstance(item, dict) else None)
                 index = self.items.index(item_id) if item_id in self.items else len(self.items) - 1
             if index >= 0:
                 obj["output_index"] = index
@@ -943,10 +947,10 @@ class ResponsesRepairer(Repairer):
         if not clean or self.ended:
             return b""
         self.note("no-terminal")
-        message = "streamshim: upstream stream ended without response.completed/incomplete: it was cut short"
-        err = {"type": "upstream_stream_error", "code": "truncated", "message": message, "param": None}
+        message = "upstream stream ended without response.completed/incomplete: it was cut short"
+        err = self.dialect.error_body(message, "truncated")["error"]  # the envelope a JSON client gets
         payload = {**err, "type": "error", "error": err, "sequence_number": self.sequence}
-        return self.framing.encode([Event(data=encode_json(payload), event="error")])
+        return self.framing.encode([json_event(payload, "error")])
 
 
 class Responses(Dialect):
