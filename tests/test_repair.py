@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from corpus import recorded, require_corpus
 from helpers import chunk, delta, sse
-from streamshim import dialects
+from streamshim import aggregate, dialects
 from streamshim.check import check_stream, request_expectations
 from streamshim.dialects.base import Asked
 from streamshim.meaning import compare, meaning
@@ -323,3 +323,43 @@ def test_responses_repair_of_an_event_whose_type_is_not_a_string_forwards_it() -
     body = b'data: {"type":["response.created"],"sequence_number":0}\n\n'  # found by the mutation fuzz
     out, counts = through("responses", body, clean=False)
     assert out == body and counts == {}
+
+
+def test_anthropic_repairer_and_aggregator_agree_on_a_tool_input_of_white_space() -> None:
+    # one rule (dialects.anthropic.tool_input): white space spells {} for the aggregator, the
+    # checker and the repairer alike; the repairer took it for a cut tool input before
+    from anthropic_streams import event
+
+    start = {"type": "message", "role": "assistant", "content": [], "stop_reason": None, "usage": {}}
+    body = b"".join(
+        [
+            event("message_start", {"type": "message_start", "message": start}),
+            event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+                },
+            ),
+            event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": "  "},
+                },
+            ),
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use"},
+                    "usage": {"output_tokens": 1},
+                },
+            ),
+        ]
+    )
+    out, counts = through("anthropic", body)
+    assert counts == {"no-message-stop": 1}
+    assert aggregate(out, "anthropic")["content"][0]["input"] == {}

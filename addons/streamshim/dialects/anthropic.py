@@ -16,7 +16,7 @@ own accumulator (``client.messages.stream(...)``, ``get_final_message()``) does 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,16 +111,22 @@ def fits(dtype: Any, kind: Any, has_input: bool) -> bool:
 # -- aggregation ----------------------------------------------------------------------------------
 
 
+def tool_input(pieces: Iterable[str]) -> Any:
+    """The tool input that ``input_json_delta`` pieces spell (``{}`` for none, or only white
+    space); ``ValueError`` when they do not parse. One rule for the aggregator, the checker and
+    the repairer."""
+    text = "".join(pieces)
+    return decode_json(text) if text.strip() else {}
+
+
 class _Block:
-    """One content block being merged, by its ``index``."""
+    """One content block being merged (the aggregator keeps them by ``index``)."""
 
-    __slots__ = ("citations", "event", "head", "index", "input", "kind", "parts", "stopped")
+    __slots__ = ("citations", "head", "input", "kind", "parts", "stopped")
 
-    def __init__(self, index: int, head: dict[str, Any], event: int) -> None:
-        self.index = index
+    def __init__(self, head: dict[str, Any]) -> None:
         self.head = head  # the block as content_block_start sent it
         self.kind = head.get("type")
-        self.event = event
         self.parts: dict[str, list[str]] = {}  # text / thinking pieces
         self.input: list[str] | None = None  # input_json_delta pieces
         self.citations: list[Any] | None = None
@@ -130,9 +136,7 @@ class _Block:
         return "".join(self.input or ())
 
     def parsed_input(self) -> Any:
-        """The tool input the pieces spell (``{}`` for none); ``ValueError`` when they do not parse."""
-        text = self.input_text()
-        return decode_json(text) if text.strip() else {}
+        return tool_input(self.input or ())
 
     def build(self, complete: bool) -> dict[str, Any]:
         out = dict(self.head)
@@ -224,7 +228,7 @@ class MessagesAggregator(Aggregator):
         self.usage = dict(usage) if isinstance(usage, dict) else None
         for i, block in enumerate(message.get("content") or ()):  # blocks sent whole in the start
             if isinstance(block, dict):
-                self.blocks[i] = _Block(i, dict(block), ev.number)
+                self.blocks[i] = _Block(dict(block))
                 self.blocks[i].stopped = True
 
     def _index(self, obj: dict[str, Any]) -> int:
@@ -244,7 +248,7 @@ class MessagesAggregator(Aggregator):
         expected = max(self.blocks, default=-1) + 1
         if index != expected:
             self.problems.append(f"content block {index} started where {expected} was next, at {ev.where()}")
-        self.blocks[index] = _Block(index, dict(head), ev.number)
+        self.blocks[index] = _Block(dict(head))
 
     def _delta(self, obj: dict[str, Any], ev: Event) -> None:
         index = self._index(obj)
@@ -436,8 +440,9 @@ def _block_events(index: int, block: dict[str, Any], chunk_chars: int) -> Iterat
     yield {"type": "content_block_stop", "index": index}
 
 
-def _message_events(resp: dict[str, Any], chunk_chars: int) -> Iterator[dict[str, Any]]:
-    content = _check_message(resp)
+def _message_events(
+    resp: dict[str, Any], content: list[dict[str, Any]], chunk_chars: int
+) -> Iterator[dict[str, Any]]:
     later = {k: resp[k] for k in ("stop_reason", "stop_sequence", "stop_details", "container") if k in resp}
     start = {k: v for k, v in resp.items() if k not in ("stop_details", "container")}
     start["content"] = []
@@ -572,11 +577,10 @@ class MessagesChecker(Checker):
 
     def _stopped(self, num: int, index: int, st: _Seen) -> None:
         if st.has_input and st.json:
-            text = "".join(st.json)
             try:
-                if text.strip():
-                    decode_json(text)
+                tool_input(st.json)
             except ValueError as exc:
+                text = "".join(st.json)
                 self.add("tool-input-bad-json", num, f"block {index} ({st.kind}): {exc}: {clip(text)}")
 
     def end(self) -> None:
@@ -661,17 +665,23 @@ class MessagesRepairer(Repairer):
     def end(self, clean: bool) -> bytes:
         if not clean or self.ended:
             return b""
-        cut_tool = [i for i, parts in self.inputs.items() if try_json("".join(parts) or "{}") is None]
+        cut_tool = [i for i, parts in self.inputs.items() if not _parses(parts)]
         if self.stop_reason and not cut_tool:
             self.note("no-message-stop")
-            return self.framing.encode(
-                [Event(data=encode_json({"type": "message_stop"}), event="message_stop")]
-            )
+            return self.framing.encode([json_event({"type": "message_stop"}, "message_stop")])
         self.note("truncated")
         what = f"a tool's input cut short (block {cut_tool[0]})" if cut_tool else "no stop_reason"
         message = f"upstream stream ended without message_stop, {what}: it was cut short"
         body = self.dialect.error_body(message, "truncated")
-        return self.framing.encode([Event(data=encode_json(body), event="error")])
+        return self.framing.encode([json_event(body, "error")])
+
+
+def _parses(pieces: list[str]) -> bool:
+    try:
+        tool_input(pieces)
+    except ValueError:
+        return False
+    return True
 
 
 class Messages(Dialect):
@@ -728,10 +738,10 @@ class Messages(Dialect):
     def synthesize(
         self, response: Any, *, usage: bool = False, chunk_chars: int = DEFAULT_CHUNK_CHARS
     ) -> Iterator[Event]:
-        _check_message(response)
+        content = _check_message(response)  # now: the generator below runs only when read
         if chunk_chars <= 0:
             raise ValueError("chunk_chars must be positive")
-        return (json_event(obj, obj["type"]) for obj in _message_events(response, chunk_chars))
+        return (json_event(obj, obj["type"]) for obj in _message_events(response, content, chunk_chars))
 
     def checker(self, *, usage_asked: bool | None = None, n: int | None = None) -> MessagesChecker:
         return MessagesChecker(self)
@@ -785,8 +795,7 @@ class Messages(Dialect):
         if results:
             output.parts.append(("text", "tool_results", results))
         out.outputs.append(output)
-        if isinstance(response.get("usage"), dict):
-            out.usage = response["usage"]
+        out.usage = self.usage_of(response)
         return out
 
     def error_body(
